@@ -1,0 +1,28 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+# Each creates .venv when missing and installs what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Re-installs only when pyproject.toml changes.
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[$*]"
+	touch $@
+
+demo: $(VENV)/.installed-imagenet
+	$(BIN)/unreid demo
+
+test: $(VENV)/.installed-all
+	$(BIN)/python -m pytest -q -n 2
+
+lint: $(VENV)/.installed-all
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .cache runs

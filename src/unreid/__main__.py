@@ -1,0 +1,5 @@
+import sys
+
+from unreid.cli import main
+
+sys.exit(main())

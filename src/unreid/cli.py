@@ -1,0 +1,267 @@
+"""The ``unreid`` command line: one entry point, one sub-command per task.
+
+Thin on purpose: each handler parses, builds a config or plain arguments, and
+calls one library function. Library imports happen inside the handlers so that
+``unreid --help`` is instant and a sub-command only pays for what it uses.
+User errors (:class:`unreid.errors.UnreidError`) are printed as one line and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from unreid.errors import UnreidError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--data", required=required, help="dataset folder")
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "market", "msmt17", "folder"],
+        help="folder layout (auto: detect Market-1501 style or MSMT17 list files)",
+    )
+    p.add_argument(
+        "--camera-regex",
+        default=None,
+        help="folder layout: regex on the file name with groups (?P<camid>...) and optionally "
+        "(?P<pid>...)",
+    )
+    p.add_argument("--csv", default=None, help="folder layout: CSV with path,camid[,pid]")
+
+
+def _load(args: argparse.Namespace):
+    from unreid.data import load_dataset
+
+    return load_dataset(
+        args.data, layout=args.layout, camera_regex=args.camera_regex, csv=args.csv
+    )
+
+
+# ---------------------------------------------------------------- foundation
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from unreid.data.synth import SynthConfig, generate_world
+
+    cfg = SynthConfig(
+        ids=args.ids,
+        cameras=args.cameras,
+        images_per_id=args.images_per_id,
+        height=args.size[0],
+        width=args.size[1],
+        seed=args.seed,
+        occluders=args.occluders,
+        distractors=args.distractors,
+    )
+    out = generate_world(cfg, args.out, progress=True)
+    print(f"synthetic world written to {out}")
+
+
+def cmd_check_data(args: argparse.Namespace) -> None:
+    from unreid.data.check import check_data, format_report
+
+    report = check_data(
+        args.root,
+        layout=args.layout,
+        camera_regex=args.camera_regex,
+        csv=args.csv,
+        decode=not args.no_decode,
+    )
+    print(format_report(report))
+    return 1 if report.unreadable else 0
+
+
+def cmd_eval_features(args: argparse.Namespace) -> None:
+    from unreid.eval import evaluate_npz
+
+    result = evaluate_npz(args.file, all_gallery=args.all_gallery, rerank=args.rerank)
+    print(result.format_table())
+
+
+# ---------------------------------------------------------------- training
+
+
+def _config_from_args(args: argparse.Namespace):
+    from unreid.config import load_config
+
+    return load_config(args.config or [], args.set or [])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from unreid.engine import train
+
+    cfg = None if args.resume else _config_from_args(args)
+    train(cfg, resume=args.resume, eval_only=args.eval_only)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from unreid.engine.inference import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint, _load(args), rerank=args.rerank, batch_size=args.batch_size
+    )
+    print(result.format_table())
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from unreid.engine.inference import extract_to_npz
+
+    path = extract_to_npz(args.checkpoint, _load(args), args.out, batch_size=args.batch_size)
+    print(f"features written to {path}")
+
+
+# ---------------------------------------------------------------- methods, demo
+
+
+def cmd_masks(args: argparse.Namespace) -> None:
+    from unreid.masks import precompute_masks
+
+    summary = precompute_masks(
+        args.provider, _load(args), args.out, noise=args.mask_noise, size=args.size
+    )
+    print(summary)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from unreid.engine.inference import search
+
+    search(
+        args.checkpoint,
+        gallery=args.gallery,
+        queries=args.query,
+        topk=args.topk,
+        rerank=args.rerank,
+        out=args.out,
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from unreid.engine.export import export_onnx
+
+    path = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    print(f"exported to {path}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from unreid.viz import write_report
+
+    index = write_report(args.run_dir)
+    print(f"report: {index}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from unreid.engine.demo import run_demo
+
+    run_demo(out_dir=args.out, quick=args.quick)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unreid",
+        description="Fully-unsupervised person re-identification (cluster-contrast, SFE-CR, "
+        "RSL, PUL).",
+    )
+    from unreid import __version__
+
+    parser.add_argument("--version", action="version", version=f"unreid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("synth", cmd_synth, "generate the synthetic multi-camera world (Market-1501 layout)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ids", type=int, default=300, help="identities (half train, half test)")
+    p.add_argument("--cameras", type=int, default=5)
+    p.add_argument("--images-per-id", type=int, default=16, help="images per identity")
+    p.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
+    p.add_argument("--occluders", type=float, default=0.15, help="share of occluded images")
+    p.add_argument("--distractors", type=int, default=100, help="distractor gallery images")
+
+    p = add("check-data", cmd_check_data, "summarise a dataset and decode every image")
+    p.add_argument("root", help="dataset folder")
+    p.add_argument("--layout", default="auto", choices=["auto", "market", "msmt17", "folder"])
+    p.add_argument("--camera-regex", default=None)
+    p.add_argument("--csv", default=None)
+    p.add_argument("--no-decode", action="store_true", help="skip decoding the images")
+
+    p = add("eval-features", cmd_eval_features, "evaluate saved features (feats, pids, camids, split)")
+    p.add_argument("file", help=".npz written by `unreid extract`")
+    p.add_argument("--all-gallery", action="store_true", help="keep same-camera matches")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+
+    p = add("train", cmd_train, "train a model with an unsupervised (or supervised) method")
+    p.add_argument("--config", action="append", help="YAML config (repeatable, merged in order)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. cluster.eps=0.6")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the initial model and stop")
+
+    p = add("eval", cmd_eval, "evaluate a checkpoint on a dataset's query/gallery")
+    p.add_argument("--checkpoint", required=True)
+    _add_data_args(p)
+    p.add_argument("--rerank", action="store_true")
+    p.add_argument("--batch-size", type=int, default=128)
+
+    p = add("extract", cmd_extract, "extract features of every split to an .npz")
+    p.add_argument("--checkpoint", required=True)
+    _add_data_args(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=128)
+
+    p = add("masks", cmd_masks, "precompute foreground masks for a dataset")
+    p.add_argument("--provider", required=True, choices=["synthetic", "png", "mediapipe", "none"])
+    _add_data_args(p)
+    p.add_argument("--out", required=True, help="mask folder (mirrors the image tree)")
+    p.add_argument("--mask-noise", type=float, default=0.0, help="synthetic: degrade masks")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
+
+    p = add("search", cmd_search, "rank a gallery for query images")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--gallery", required=True, help="features .npz or an image folder")
+    p.add_argument("--query", required=True, nargs="+", help="query image(s)")
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--rerank", action="store_true")
+    p.add_argument("--out", default=None, help="ranked-list picture (PNG)")
+
+    p = add("export", cmd_export, "export a checkpoint to ONNX")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--opset", type=int, default=17)
+
+    p = add("report", cmd_report, "(re)write the HTML report of a run")
+    p.add_argument("run_dir")
+
+    p = add("demo", cmd_demo, "synthetic world -> train the default recipe -> report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="tiny world and budget (smoke test)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.handler(args)
+    except UnreidError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

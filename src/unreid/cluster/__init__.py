@@ -1,0 +1,1 @@
+"""cluster stage of the unreid pipeline."""

@@ -1,0 +1,1 @@
+"""losses stage of the unreid pipeline."""

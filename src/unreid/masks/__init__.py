@@ -1,0 +1,1 @@
+"""masks stage of the unreid pipeline."""
