@@ -1,0 +1,129 @@
+"""Matplotlib figures of a run: training curves and 2-D feature embeddings.
+
+Pure functions: records or arrays in, a PNG path out. The Agg backend is
+forced so that no display is ever needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_embedding", "plot_training_curves", "tsne_2d"]
+
+# (title, [(label, record key path)], y-axis as percent?)
+_CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str], ...], bool], ...] = (
+    ("training loss", (("loss", "loss"),), False),
+    ("retrieval", (("mAP", "eval.mAP"), ("rank-1", "eval.R1"), ("mINP", "eval.mINP")), True),
+    (
+        "clusters",
+        (("pseudo-identities", "num_clusters"), ("true identities", "label_quality.num_true_ids")),
+        False,
+    ),
+    ("outlier share", (("outliers", "label_quality.outlier_ratio"),), True),
+    (
+        "label quality",
+        (("ARI", "label_quality.ari"), ("pairwise F", "label_quality.pairwise_f")),
+        True,
+    ),
+    ("clusters spanning >= 2 cameras", (("share", "label_quality.multi_camera_share"),), True),
+)
+
+
+def _lookup(record: dict[str, Any], dotted: str) -> float | None:
+    node: Any = record
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, int | float) and node == node else None
+
+
+def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
+    """Six panels of per-epoch curves from ``metrics.jsonl`` records.
+
+    Each record is one epoch's JSON line (keys such as ``epoch``, ``loss``,
+    ``num_clusters``, ``eval.mAP``, ``label_quality.ari``). Missing values are
+    skipped, so a run without ground truth simply has empty quality panels.
+    Fractions are drawn as percentages.
+    """
+    out_png = Path(out_png)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), constrained_layout=True)
+    for ax, (title, series, percent) in zip(axes.flat, _CURVE_PANELS, strict=True):
+        drawn = False
+        for label, key in series:
+            points = [
+                (int(r.get("epoch", i)), v)
+                for i, r in enumerate(records)
+                if (v := _lookup(r, key)) is not None
+            ]
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            ys_arr = np.asarray(ys) * (100.0 if percent else 1.0)
+            style = "--" if label.startswith("true") else "-"
+            ax.plot(xs, ys_arr, style, marker="o", markersize=3, label=label)
+            drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if percent:
+            ax.set_ylabel("%")
+        if drawn:
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+def tsne_2d(features: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """t-SNE of (N, D) features to (N, 2), seeded; perplexity adapted to small N."""
+    from sklearn.manifold import TSNE
+
+    n = len(features)
+    perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
+    return TSNE(
+        n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine"
+    ).fit_transform(np.asarray(features, dtype=np.float32))
+
+
+def plot_embedding(
+    embeddings: dict[str, np.ndarray],
+    pids: np.ndarray,
+    camids: np.ndarray,
+    out_png: str | Path,
+) -> Path:
+    """Scatter 2-D embeddings coloured by camera (top row) and identity (bottom).
+
+    ``embeddings`` maps a column title (e.g. "before training") to (N, 2)
+    points of the same N samples. Camera bias shows as camera-coloured blobs
+    in the top row; after good training the identity colours form the blobs.
+    """
+    out_png = Path(out_png)
+    titles = list(embeddings)
+    fig, axes = plt.subplots(
+        2, len(titles), figsize=(5 * len(titles), 9), squeeze=False, constrained_layout=True
+    )
+    _, pid_index = np.unique(pids, return_inverse=True)
+    for col, title in enumerate(titles):
+        pts = embeddings[title]
+        for row, (colour, cmap, what) in enumerate(
+            ((camids, "tab10", "camera"), (pid_index, "hsv", "identity"))
+        ):
+            ax = axes[row, col]
+            ax.scatter(pts[:, 0], pts[:, 1], c=colour, cmap=cmap, s=6, alpha=0.8, linewidths=0)
+            ax.set_title(f"{title}: coloured by {what}")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from unreid.viz import (
+    cluster_montage,
+    overlay_mask,
+    plot_training_curves,
+    ranked_list_image,
+    save_report_data,
+    select_report_samples,
+    write_report,
+)
+from unreid.viz.montage import BLUE, GREEN, GREY, RED, framed
+
+
+def _img(value: int, h: int = 8, w: int = 4) -> np.ndarray:
+    return np.full((3, h, w), value, dtype=np.uint8)
+
+
+def test_framed_puts_image_inside_a_solid_border():
+    out = framed(_img(7), RED, width=2)
+    assert out.shape == (12, 8, 3)
+    assert (out[2:10, 2:6] == 7).all()
+    border = np.ones((12, 8), bool)
+    border[2:10, 2:6] = False
+    assert (out[border] == np.array(RED, np.uint8)).all()
+
+
+def test_overlay_mask_keeps_foreground_and_tints_background_by_alpha():
+    image = _img(100, 2, 2)
+    mask = np.array([[255, 0], [0, 255]], np.uint8)
+    out = overlay_mask(image, mask, alpha=0.5, colour=(200, 0, 0))
+    assert (out[:, 0, 0] == 100).all() and (out[:, 1, 1] == 100).all()
+    # background: 0.5 * 100 + 0.5 * tint
+    assert out[:, 0, 1].tolist() == [150, 50, 50]
+
+
+def test_ranked_list_frames_encode_query_and_correctness():
+    row = ranked_list_image(_img(0), [_img(50), _img(90)], [True, False], [0.1, 0.7])
+    arr = np.asarray(row)
+    tile_w = 4 + 2 * 3
+    assert row.width == 3 * tile_w + 2 * 4
+    assert tuple(arr[0, 0]) == BLUE
+    assert tuple(arr[0, tile_w + 4]) == GREEN
+    assert tuple(arr[0, 2 * (tile_w + 4)]) == RED
+
+
+def test_cluster_montage_marks_impure_members_red():
+    img = cluster_montage([[_img(1), _img(2)], [_img(3)]], ["a", "b"], [[False, True], [False]])
+    arr = np.asarray(img)
+    assert tuple(arr[0, 0]) == GREY
+    assert tuple(arr[0, 4 + 6 + 4]) == RED
+
+
+def test_select_report_samples_is_evenly_spaced_and_bounded():
+    ranked, embed = select_report_samples(100, 50, num_ranked=5, num_embed=20)
+    assert ranked.tolist() == [0, 24, 49, 74, 99]
+    assert len(embed) == 20 and len(np.unique(embed)) == 20 and embed.max() < 50
+
+
+def test_training_curves_png_is_written(tmp_path):
+    records = [
+        {"epoch": 0, "eval": {"mAP": 0.1, "R1": 0.2, "mINP": 0.05}},
+        {"epoch": 1, "loss": 3.0, "num_clusters": 10, "label_quality": {"ari": 0.3}},
+        {"epoch": 2, "loss": 2.0, "num_clusters": 12, "eval": {"mAP": 0.5, "R1": 0.7}},
+    ]
+    png = plot_training_curves(records, tmp_path / "c.png")
+    with Image.open(png) as im:
+        assert im.width > 500 and im.height > 300
+
+
+def _write_images(folder, n):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = folder / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return np.array(paths)
+
+
+def test_write_report_end_to_end_with_all_sections(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [
+        {"epoch": 0, "eval": {"mAP": 0.05, "R1": 0.1, "R5": 0.2, "R10": 0.3, "mINP": 0.01}},
+        {"epoch": 1, "loss": 2.0, "seconds": {"extract": 1.0, "train": 4.0},
+         "eval": {"mAP": 0.6, "R1": 0.8, "R5": 0.9, "R10": 0.95, "mINP": 0.3}},
+    ]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{torn")
+    (run / "config.yaml").write_text("method:\n  name: cluster_contrast\n")
+    paths = _write_images(tmp_path / "imgs", 24)
+    rng = np.random.default_rng(1)
+    save_report_data(
+        run,
+        train_paths=paths,
+        train_labels=np.repeat(np.arange(6), 4),
+        train_pids=np.repeat(np.arange(6), 4)[::-1].copy(),
+        query_paths=paths[:4],
+        gallery_paths=paths[4:],
+        q_pids=np.arange(4),
+        g_pids=np.arange(20) % 4,
+        ranked_query=np.array([0, 3]),
+        ranked_gallery=np.array([[0, 1, 2], [3, 4, 5]]),
+        ranked_dist=rng.random((2, 3)),
+        embed_before=rng.normal(size=(24, 8)),
+        embed_after=rng.normal(size=(24, 8)),
+        embed_pids=np.repeat(np.arange(6), 4),
+        embed_camids=np.arange(24) % 3,
+    )
+    index = write_report(run)
+    page = index.read_text()
+    for png in ("curves.png", "ranked.png", "clusters.png", "embedding.png"):
+        assert (run / "report" / png).is_file(), png
+        assert f'src="{png}"' in page
+    assert "60.0" in page and "5.0" in page  # final and initial mAP in percent
+    assert "<b>5.0</b>" in page  # total seconds
+    assert "cluster_contrast" in page
+
+
+def test_write_report_without_data_keeps_notes(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    page = write_report(run).read_text()
+    assert "No evaluation was logged" in page
+    assert "no ranked lists were saved" in page
