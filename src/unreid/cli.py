@@ -123,7 +123,13 @@ def cmd_masks(args: argparse.Namespace) -> None:
     from unreid.masks import precompute_masks
 
     summary = precompute_masks(
-        args.provider, _load(args), args.out, noise=args.mask_noise, size=args.size
+        args.provider,
+        _load(args),
+        args.out,
+        noise=args.mask_noise,
+        size=args.size,
+        mask_dir=args.mask_dir,
+        allow_missing=args.allow_missing_masks,
     )
     print(summary)
 
@@ -226,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="mask folder (mirrors the image tree)")
     p.add_argument("--mask-noise", type=float, default=0.0, help="synthetic: degrade masks")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument(
+        "--mask-dir",
+        default=None,
+        help="png: folder of mask PNGs mirroring the image names (synthetic: default DATA/masks)",
+    )
+    p.add_argument(
+        "--allow-missing-masks",
+        action="store_true",
+        help="png/synthetic: use the whole image where a mask file is missing (counted)",
+    )
 
     p = add("search", cmd_search, "rank a gallery for query images")
     p.add_argument("--checkpoint", required=True)
