@@ -96,8 +96,10 @@ def _config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> None:
     from unreid.engine import train
 
-    cfg = None if args.resume else _config_from_args(args)
-    train(cfg, resume=args.resume, eval_only=args.eval_only)
+    # --resume alone continues with the run's own config; --set then only overrides it
+    cfg = _config_from_args(args) if args.config or not args.resume else None
+    train(cfg, resume=args.resume, eval_only=args.eval_only,
+          overrides=(args.set or []) if cfg is None else ())
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

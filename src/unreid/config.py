@@ -136,6 +136,9 @@ class RunConfig:
     amp: bool = True  # only takes effect on CUDA
     deterministic: bool = True
     report: bool = True  # write the HTML report at the end of training
+    # mid-epoch checkpoints (RUN_DIR/checkpoint_step.pt) so a killed run loses < 1 epoch
+    checkpoint_steps: int = 0  # every N training steps (0 = off)
+    checkpoint_minutes: float = 10.0  # and/or every M minutes of training (0 = off)
 
 
 @dataclass

@@ -1,0 +1,39 @@
+"""Supervised upper bound: the ground-truth training identities as labels.
+
+Same head, sampler and schedule as ``cluster_contrast`` (a cluster memory
+initialised to the true identity centroids, InfoNCE, momentum update, P x K
+batches), so the gap between the two rows of a table is exactly the cost of
+the pseudo-labels, not of a different loss. A label-smoothed classifier
+(BoT-style) would be a second variable; the memory head also trains well as
+the upper bound (see docs/benchmarks.md for the synthetic-world numbers).
+
+Needs a dataset whose training images carry identities (Market layout, the
+synthetic world, a folder layout with a pid column).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unreid.errors import ConfigError
+from unreid.methods.base import LabelInputs, PseudoLabels
+from unreid.methods.cluster_contrast import MemoryMethod, dense_labels
+from unreid.methods.registry import register_method
+
+__all__ = ["Supervised"]
+
+
+@register_method("supervised")
+class Supervised(MemoryMethod):
+    supervised = True
+
+    def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
+        pids = inputs.true_pids
+        if pids is None or (np.asarray(pids) < 0).any():
+            raise ConfigError(
+                "method.name=supervised needs the identity of every training image, but this "
+                "dataset's train split has unknown identities (pid -1): use a labelled layout "
+                "or an unsupervised method"
+            )
+        labels, num = dense_labels(pids)
+        return PseudoLabels(labels, num)
