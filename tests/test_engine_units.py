@@ -1,0 +1,137 @@
+"""Engine pieces without a training run: schedule, checkpoints, config checks, logs, DDP shards."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from unreid.config import load_config, to_container
+from unreid.engine.checkpoint import (
+    check_model_signature,
+    check_resume_config,
+    get_rng_state,
+    load_checkpoint,
+    model_signature,
+    non_finite_parameters,
+    save_checkpoint,
+    set_rng_state,
+)
+from unreid.engine.distributed import gather_shards, shard_bounds
+from unreid.engine.logger import RunLogger, jsonable
+from unreid.engine.trainer import derive_seed, lr_factor
+from unreid.errors import ConfigError, WeightsError
+
+
+def test_lr_factor_warms_up_linearly_then_steps_down() -> None:
+    kw = {"warmup_epochs": 10, "warmup_factor": 0.01, "step_size": 20, "gamma": 0.1}
+    got = [lr_factor(e, **kw) for e in (0, 5, 10, 19, 20, 39, 40)]
+    assert got == pytest.approx([0.01, 0.505, 1.0, 1.0, 0.1, 0.1, 0.01])
+    assert lr_factor(3, warmup_epochs=0, warmup_factor=0.5, step_size=0, gamma=0.1) == 1.0
+
+
+def test_derive_seed_is_stable_and_separates_streams() -> None:
+    assert derive_seed(0, 1, 2) == derive_seed(0, 1, 2)
+    seeds = {derive_seed(0, 2, e, s, r) for e in range(3) for s in range(5) for r in range(2)}
+    assert len(seeds) == 30
+    assert 0 <= derive_seed(2**40, 7) < 2**63
+
+
+def test_checkpoint_roundtrip_is_weights_only_and_atomic(tmp_path: Path) -> None:
+    model = nn.Linear(3, 2)
+    state = {
+        "model": model.state_dict(),
+        "config": {"model": {"backbone": "x"}},
+        "records": [{"epoch": 0, "eval": {"mAP": 0.5}, "none": None}],
+        "rng": get_rng_state(),
+    }
+    path = save_checkpoint(state, tmp_path / "run" / "checkpoint.pt")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]  # no temp left
+    loaded = load_checkpoint(tmp_path / "run")  # a run folder resolves to its checkpoint
+    assert torch.equal(loaded["model"]["weight"], model.weight.detach())
+    assert loaded["records"] == state["records"]
+
+
+def test_rng_state_restores_torch_numpy_and_python_streams() -> None:
+    state = get_rng_state()
+    first = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    set_rng_state(state)
+    again = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    assert torch.equal(first[0], again[0])
+    assert np.array_equal(first[1], again[1])
+    assert first[2] == again[2]
+
+
+def test_unreadable_checkpoint_is_one_line_weights_error(tmp_path: Path) -> None:
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError) as err:
+        load_checkpoint(bad)
+    assert "\n" not in str(err.value) and str(bad) in str(err.value)
+    with pytest.raises(WeightsError, match="not found"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_model_signature_mismatch_names_both_models() -> None:
+    small = model_signature(nn.Linear(4, 8), {"model": {"backbone": "resnet18", "pooling": "avg"}})
+    big = model_signature(nn.Linear(4, 16), {"model": {"backbone": "resnet50", "pooling": "avg"}})
+    check_model_signature(small, dict(small), Path("c.pt"))
+    with pytest.raises(WeightsError) as err:
+        check_model_signature(small, big, Path("c.pt"))
+    msg = str(err.value)
+    assert "\n" not in msg and "resnet18" in msg and "resnet50" in msg
+    same_name = model_signature(nn.Linear(4, 16), {"model": {"backbone": "resnet18", "pooling": "avg"}})
+    with pytest.raises(WeightsError, match="other layer shapes"):
+        check_model_signature(small, same_name, Path("c.pt"))
+
+
+def test_resume_config_check_allows_only_listed_keys() -> None:
+    a = to_container(load_config([], ["data.root=/d"]))
+    b = to_container(load_config([], ["data.root=/d", "optim.epochs=80", "eval.eval_every=5"]))
+    check_resume_config(a, b, Path("run"), ("optim.epochs", "eval."))
+    c = to_container(load_config([], ["data.root=/d", "cluster.eps=0.5"]))
+    with pytest.raises(ConfigError) as err:
+        check_resume_config(a, c, Path("run"), ("optim.epochs",))
+    assert "cluster.eps=0.5 (run: 0.6)" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_non_finite_parameters_are_named() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    assert non_finite_parameters(model) == []
+    with torch.no_grad():
+        model[1].bias[0] = float("nan")
+    assert non_finite_parameters(model) == ["1.bias"]
+
+
+def test_metrics_log_appends_lines_and_rewrites_exactly(tmp_path: Path) -> None:
+    log = RunLogger(tmp_path, tensorboard=False)
+    log.write({"epoch": 1, "loss": np.float32(0.5), "q": {"ari": float("nan")}})
+    log.write({"epoch": 2, "loss": torch.tensor(0.25)})
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [{"epoch": 1, "loss": 0.5, "q": {"ari": None}}, {"epoch": 2, "loss": 0.25}]
+    log.rewrite([{"epoch": 0}])
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"epoch": 0}\n'
+    quiet = RunLogger(tmp_path / "other", enabled=False)
+    quiet.write({"epoch": 1})
+    assert not (tmp_path / "other").exists()
+
+
+def test_jsonable_converts_arrays_and_tuples() -> None:
+    got = jsonable({"a": np.arange(3), "b": (np.int64(2), None), 3: torch.ones(2)})
+    assert got == {"a": [0, 1, 2], "b": [2, None], "3": [1.0, 1.0]}
+
+
+@pytest.mark.parametrize("n,world", [(10, 3), (2, 2), (7, 1), (1, 2)])
+def test_shards_cover_every_row_once(n: int, world: int) -> None:
+    bounds = [shard_bounds(n, r, world) for r in range(world)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [b - a for a, b in bounds]
+    assert max(sizes) - min(sizes) <= 1
+    x = torch.arange(n)
+    assert torch.equal(gather_shards(x, n, torch.device("cpu")), x)  # single process: as is
