@@ -1,1 +1,11 @@
-"""eval stage of the unreid pipeline."""
+"""Evaluation: Market-1501-protocol mAP / CMC / mINP, exact and memory-bounded."""
+
+from unreid.eval.metrics import (
+    EvalResult,
+    cosine_distance,
+    evaluate,
+    evaluate_features,
+    evaluate_npz,
+)
+
+__all__ = ["EvalResult", "cosine_distance", "evaluate", "evaluate_features", "evaluate_npz"]
