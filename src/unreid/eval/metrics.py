@@ -89,8 +89,8 @@ class EvalResult:
     Attributes:
         mAP: mean average precision over valid queries.
         mINP: mean inverse negative penalty over valid queries.
-        cmc: (max_rank,) float64, ``cmc[k]`` = share of valid queries whose first
-            positive is within the top k + 1.
+        cmc: (max(max_rank, 20),) float64, ``cmc[k]`` = share of valid queries whose
+            first positive is within the top k + 1.
         num_valid_queries: queries with at least one positive in the gallery.
         num_skipped: queries without any (ignored by every metric).
     """
@@ -355,13 +355,6 @@ def _metrics(
     )
 
 
-def _check_max_rank(max_rank: int) -> None:
-    if max_rank < _MIN_RANK_REPORTED:
-        raise ConfigError(
-            f"max_rank must be >= {_MIN_RANK_REPORTED} (Rank-20 is always reported), got {max_rank}"
-        )
-
-
 def _labels(
     q_pids: ArrayLike,
     g_pids: ArrayLike,
@@ -419,7 +412,9 @@ def _evaluate_rows(
                 pairs.junk_g,
                 workspace,
             )
-    return _metrics(all_ranks, pairs.pos_q, num_q, max_rank)
+    # CMC past a small gallery is well defined (cumulative), so the curve is always long
+    # enough for the Rank-20 that as_dict() reports, even if a caller clipped max_rank.
+    return _metrics(all_ranks, pairs.pos_q, num_q, max(max_rank, _MIN_RANK_REPORTED))
 
 
 def _valid_queries(pairs: _Pairs) -> torch.Tensor:
@@ -447,12 +442,12 @@ def evaluate(
         q_pids, g_pids: (Q,), (G,) integer identities; gallery pid -1 = junk (ignored),
             pid 0 distractors are ordinary negatives.
         q_camids, g_camids: (Q,), (G,) integer camera ids.
-        max_rank: length of the returned CMC curve (>= 20).
+        max_rank: length of the returned CMC curve (at least 20: Rank-20 is always
+            reported; ranks past the gallery size simply stay at their final value).
         all_gallery: keep same-identity same-camera gallery images (all-gallery protocol).
 
     Ties are broken by gallery index (stable sort); see the module docstring.
     """
-    _check_max_rank(max_rank)
     dist = torch.as_tensor(distmat).detach()
     if dist.ndim != 2:
         raise DataError(f"distmat must be 2-D (queries x gallery), got shape {tuple(dist.shape)}")
@@ -553,7 +548,6 @@ def evaluate_features(
     Distance = 1 - q_hat . g_hat, computed on CPU (CUDA inputs are copied); queries
     without a positive are skipped before the GEMM.
     """
-    _check_max_rank(max_rank)
     if chunk < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     q, g = _features(q_feats, "q_feats"), _features(g_feats, "g_feats")
