@@ -20,9 +20,10 @@ time of each is kept (the machine is shared, so the minimum is the least noisy).
 Peak extra memory: torch allocations are invisible to tracemalloc, so the worker resets
 the kernel's resident-set high-water mark (`echo 5 > /proc/self/clear_refs`) after
 generating the data and reads VmHWM from /proc/self/status after one evaluation; extra =
-VmHWM - resident size before the evaluation. Where clear_refs is unavailable it falls
-back to `resource.getrusage(RUSAGE_SELF).ru_maxrss` minus the resident size before, an
-upper bound. psutil is not used (not installed here).
+VmHWM - resident size before the evaluation (taken after glibc malloc_trim, so that
+freed-but-resident heap pages cannot absorb the evaluation's allocations). Where
+clear_refs is unavailable it falls back to `resource.getrusage(RUSAGE_SELF).ru_maxrss`
+minus the resident size before, an upper bound. psutil is not used (not installed here).
 
 Dense reference (sizes with Q x G <= 60M, i.e. Market): full stable `torch.sort` of every
 distance row, then AP / CMC / mINP by cumulative sums over the sorted rows; the metrics
@@ -62,6 +63,17 @@ def _status_kb(field: str) -> int | None:
         return None
     m = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
     return int(m.group(1)) if m else None
+
+
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc), so that an evaluation cannot hide its
+    allocations in memory the data generation freed but left resident."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_peak() -> bool:
@@ -167,6 +179,7 @@ def worker(name: str, spec: tuple, repeats: int, chunk: int) -> dict:
             pass
 
     # Peak extra memory of one evaluation, measured first on a fresh high-water mark.
+    _release_free_heap()
     rss_before = _status_kb("VmRSS") or 0
     reset_ok = _reset_peak()
     result = run_eval()
