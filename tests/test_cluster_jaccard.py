@@ -1,0 +1,285 @@
+"""Sparse k-reciprocal Jaccard distance and re-ranking against dense textbook versions.
+
+The two references below are straightforward dense O(N^2) re-writings of the
+originals (cluster-contrast's ``compute_jaccard_distance`` and Zhong et al.'s
+``re_ranking``): full N x N encoding V, per-row loops, inverted index by column.
+``bench/cluster_bench.py`` imports :func:`dense_jaccard` as its dense baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import sparse
+
+from unreid.cluster import jaccard_distance, rerank
+from unreid.errors import ClusteringError
+
+
+def _unit(features: np.ndarray, dtype=np.float64) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float64)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(dtype)
+
+
+def reference_rank(x: np.ndarray) -> np.ndarray:
+    """Full ranking by cosine similarity: self first, then decreasing similarity, ties by
+    increasing index (the documented knn rule)."""
+    sim = x @ x.T
+    np.fill_diagonal(sim, np.inf)
+    return np.argsort(-sim, axis=1, kind="stable")
+
+
+def _reciprocal(rank: np.ndarray, i: int, width: int) -> np.ndarray:
+    forward = rank[i, :width]
+    backward = rank[forward, :width]
+    return forward[np.where(backward == i)[0]]
+
+
+def _encode(x, rank, width, half_width, k2, row_dist, dtype):
+    """Dense V after query expansion; row_dist(i, idx) -> distances used by the kernel."""
+    n = len(x)
+    recip = [_reciprocal(rank, i, width) for i in range(n)]
+    recip_half = [_reciprocal(rank, i, half_width) for i in range(n)]
+    v = np.zeros((n, n), dtype=dtype)
+    for i in range(n):
+        expansion = recip[i]
+        for candidate in recip[i]:
+            cand = recip_half[candidate]
+            if len(np.intersect1d(cand, recip[i])) > 2 / 3 * len(cand):
+                expansion = np.append(expansion, cand)
+        expansion = np.unique(expansion)
+        weight = np.exp(-row_dist(i, expansion))
+        v[i, expansion] = weight / weight.sum()
+    if k2 != 1:
+        v_qe = np.zeros_like(v)
+        for i in range(n):
+            v_qe[i] = np.mean(v[rank[i, :k2]], axis=0)
+        v = v_qe
+    return v
+
+
+def _jaccard_rows(v: np.ndarray, rows: int) -> np.ndarray:
+    """1 - sum(min) / (2 - sum(min)) for the first ``rows`` rows, via the inverted index."""
+    n = v.shape[1]
+    inv_index = [np.where(v[:, c] != 0)[0] for c in range(n)]
+    out = np.zeros((rows, n), dtype=v.dtype)
+    for i in range(rows):
+        temp_min = np.zeros(n, dtype=v.dtype)
+        for c in np.where(v[i] != 0)[0]:
+            temp_min[inv_index[c]] += np.minimum(v[i, c], v[inv_index[c], c])
+        out[i] = 1 - temp_min / (2 - temp_min)
+    return out
+
+
+def dense_jaccard(
+    features: np.ndarray, k1: int = 30, k2: int = 6, *, rank: np.ndarray | None = None,
+    dtype=np.float64,
+) -> np.ndarray:
+    """cluster-contrast's Jaccard distance, dense (N, N). ``rank``: precomputed kNN lists
+    (N, >= k1) from any exact search; default: full argsort of the cosine matrix."""
+    x = _unit(features, dtype)
+    rank = reference_rank(x) if rank is None else rank
+    rank = rank[:, :k1]  # cluster-contrast searches k1 neighbours (self included)
+    half = int(np.around(k1 / 2))
+
+    def row_dist(i, idx):
+        return 2 - 2 * (x[i] @ x[idx].T)
+
+    v = _encode(x, rank, k1 + 1, half + 1, k2, row_dist, dtype)
+    dist = _jaccard_rows(v, len(x))
+    dist[dist < 0] = 0.0
+    return dist
+
+
+def dense_rerank(q: np.ndarray, g: np.ndarray, k1=20, k2=6, lambda_value=0.3) -> np.ndarray:
+    """Zhong et al.'s ``re_ranking`` fed with Euclidean distances of normalised features."""
+    x = _unit(np.concatenate([q, g]))
+    euclid = np.sqrt(np.maximum(2 - 2 * x @ x.T, 0))
+    original = np.power(euclid, 2)
+    original = np.transpose(original / np.max(original, axis=0))
+    rank = np.argsort(original, axis=1, kind="stable")
+    num_q = len(q)
+
+    v = _encode(x, rank, k1 + 1, int(np.around(k1 / 2)) + 1, k2, lambda i, idx: original[i, idx],
+                np.float64)
+    jac = _jaccard_rows(v, num_q)
+    final = jac * (1 - lambda_value) + original[:num_q] * lambda_value
+    return final[:, num_q:]
+
+
+def _dense(d: sparse.csr_matrix) -> np.ndarray:
+    """Missing entries of the sparse Jaccard matrix are distance 1."""
+    out = np.ones(d.shape)
+    coo = d.tocoo()
+    out[coo.row, coo.col] = coo.data
+    return out
+
+
+def clustered(n_ids: int, per_id: int, dim: int, noise: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_ids, dim))
+    x = np.repeat(centres, per_id, axis=0) + noise * rng.standard_normal((n_ids * per_id, dim))
+    return x[rng.permutation(len(x))]
+
+
+# ---------------------------------------------------------------- hand-made case
+
+
+def _two_pairs(theta: float, phi: float) -> np.ndarray:
+    return np.array([
+        [1, 0, 0, 0],
+        [np.cos(theta), np.sin(theta), 0, 0],
+        [0, 0, 1, 0],
+        [0, 0, np.cos(phi), np.sin(phi)],
+    ])
+
+
+def test_jaccard_two_pairs_closed_form():
+    # k1=2: R(i) = {i, partner}; V row = softmax(-[0, d]) over (self, partner), d = 2 - 2 cos;
+    # sum(min) = 2 e^-d / (1 + e^-d), so the Jaccard distance is 1 - exp(-d).
+    d = jaccard_distance(_two_pairs(np.pi / 3, np.pi / 2), k1=2, k2=1)
+    assert d.nnz == 8  # four diagonal zeros + both pairs, nothing across the pairs
+    assert d[0, 1] == pytest.approx(1 - np.exp(-1.0), abs=1e-12)  # cos 60 deg = 0.5
+    assert d[2, 3] == pytest.approx(1 - np.exp(-2.0), abs=1e-12)  # cos 90 deg = 0
+    assert d[0, 0] == 0.0 and d[1, 0] == pytest.approx(d[0, 1], abs=1e-15)
+
+
+def test_jaccard_query_expansion_makes_pairs_identical_and_keeps_zeros_stored():
+    # k2=2 averages each row with its partner's: both rows become (1/2, 1/2), distance 0.
+    d = jaccard_distance(_two_pairs(np.pi / 3, np.pi / 2), k1=2, k2=2, cutoff=0.5)
+    assert d.nnz == 8
+    np.testing.assert_allclose(d.data, 0.0, atol=1e-15)
+    assert (d.data == 0).sum() >= 4  # the diagonal: explicit zeros, stored
+    coo = d.tocoo()
+    assert {(int(r), int(c)) for r, c in zip(coo.row, coo.col, strict=True)} == {
+        (0, 0), (0, 1), (1, 0), (1, 1), (2, 2), (2, 3), (3, 2), (3, 3)
+    }
+
+
+# ---------------------------------------------------------------- dense references
+
+
+@pytest.mark.parametrize(
+    "name, feats, k1, k2",
+    [
+        ("random", np.random.default_rng(0).standard_normal((300, 24)), 20, 6),
+        ("clustered", clustered(40, 8, 32, 0.6, seed=1), 30, 6),
+        ("odd k1, no expansion", np.random.default_rng(2).standard_normal((150, 8)), 25, 1),
+    ],
+)
+def test_jaccard_equals_dense_reference(name, feats, k1, k2):
+    ref = dense_jaccard(feats, k1, k2)
+    d = jaccard_distance(feats, k1=k1, k2=k2)
+    assert isinstance(d, sparse.csr_matrix) and d.has_canonical_format
+    np.testing.assert_allclose(_dense(d), ref, atol=1e-6, rtol=0)
+    # Stored = exactly the pairs sharing support (distance < 1) plus the diagonal.
+    assert d.nnz == int((ref < 1 - 1e-12).sum())
+    np.testing.assert_array_equal(d.diagonal(), 0.0)
+
+    cut = jaccard_distance(feats, k1=k1, k2=k2, cutoff=0.6)
+    coo = cut.tocoo()
+    assert set(zip(coo.row.tolist(), coo.col.tolist(), strict=True)) == set(
+        zip(*np.nonzero(ref <= 0.6), strict=True)
+    )
+    np.testing.assert_allclose(coo.data, ref[coo.row, coo.col], atol=1e-6, rtol=0)
+
+
+def test_jaccard_duplicates_follow_the_tie_rule():
+    # Signed permutations of one integer vector, some duplicated: equal norms and integer
+    # dot products, so tied cosines are exactly equal and only the tie rule orders them.
+    rng = np.random.default_rng(3)
+    base = np.array([3.0, 2.0, 1.0, 0, 0, 0, 0, 0])
+    uniq = np.stack([rng.permutation(base) * rng.choice([-1.0, 1.0], 8) for _ in range(40)])
+    feats = np.concatenate([uniq, uniq[:15], uniq[:5]])
+    dots = feats @ feats.T
+    np.fill_diagonal(dots, np.inf)
+    rank = np.argsort(-dots, axis=1, kind="stable")
+    ref = dense_jaccard(feats, 10, 3, rank=rank)
+    d = jaccard_distance(feats, k1=10, k2=3, cutoff=1.0)
+    np.testing.assert_allclose(_dense(d), ref, atol=1e-6, rtol=0)
+    # A sample and its duplicate are (nearly) at distance 0, and stored.
+    assert d[0, 40] <= 1e-12 and (0, 40) in set(zip(*d.tocoo().coords, strict=True))
+
+
+def test_jaccard_float32_input_matches_float64_reference():
+    feats = clustered(30, 10, 64, 0.5, seed=4).astype(np.float32)
+    d = jaccard_distance(torch.from_numpy(feats), k1=20, k2=6)
+    np.testing.assert_allclose(_dense(d), dense_jaccard(feats, 20, 6), atol=1e-5, rtol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(8, 40),
+    k1=st.integers(1, 12),
+    k2=st.integers(1, 12),
+    dim=st.integers(2, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_jaccard_property_matches_reference_small(n, k1, k2, dim, seed):
+    k1 = min(k1, n)
+    k2 = min(k2, k1)
+    feats = np.random.default_rng(seed).standard_normal((n, dim))
+    d = jaccard_distance(feats, k1=k1, k2=k2)
+    dense = _dense(d)
+    np.testing.assert_allclose(dense, dense_jaccard(feats, k1, k2), atol=1e-6, rtol=0)
+    assert dense.min() >= 0 and dense.max() <= 1
+    np.testing.assert_allclose(dense, dense.T, atol=1e-12)
+
+
+def test_jaccard_rejects_bad_input():
+    x = np.random.default_rng(5).standard_normal((20, 4))
+    with pytest.raises(ClusteringError, match="cluster.k1"):
+        jaccard_distance(x, k1=21)
+    with pytest.raises(ClusteringError, match="cluster.k2"):
+        jaccard_distance(x, k1=5, k2=6)
+    with pytest.raises(ClusteringError, match="cutoff"):
+        jaccard_distance(x, k1=5, k2=2, cutoff=1.5)
+    with pytest.raises(ClusteringError, match="cutoff"):
+        jaccard_distance(x, k1=5, k2=2, cutoff=0.0)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ClusteringError, match=r"NaN/inf \(first rows \[3\]\)"):
+        jaccard_distance(bad, k1=5, k2=2)
+    with pytest.raises(ClusteringError, match="non-empty"):
+        jaccard_distance(np.zeros((0, 4)), k1=5, k2=2)
+
+
+# ---------------------------------------------------------------- re-ranking
+
+
+@pytest.mark.parametrize(
+    "feats, num_q, k1, k2, lam",
+    [
+        (np.random.default_rng(6).standard_normal((260, 16)), 60, 20, 6, 0.3),
+        (clustered(25, 10, 32, 0.7, seed=7), 50, 20, 6, 0.3),
+        (np.random.default_rng(8).standard_normal((90, 8)), 20, 9, 1, 0.5),
+    ],
+)
+def test_rerank_equals_dense_textbook(feats, num_q, k1, k2, lam):
+    q, g = feats[:num_q], feats[num_q:]
+    got = rerank(q, g, k1=k1, k2=k2, lambda_=lam)
+    assert got.shape == (num_q, len(g)) and got.dtype == np.float32
+    np.testing.assert_allclose(got, dense_rerank(q, g, k1, k2, lam), atol=1e-6, rtol=0)
+
+
+def test_rerank_lambda_one_is_the_row_normalised_distance():
+    rng = np.random.default_rng(9)
+    q, g = rng.standard_normal((12, 5)), rng.standard_normal((30, 5))
+    x = _unit(np.concatenate([q, g]))
+    d = np.maximum(2 - 2 * x @ x.T, 0)
+    expected = (d / d.max(axis=1, keepdims=True))[:12, 12:]
+    np.testing.assert_allclose(rerank(q, g, k1=6, k2=2, lambda_=1.0), expected, atol=1e-6)
+
+
+def test_rerank_rejects_bad_input():
+    rng = np.random.default_rng(10)
+    q, g = rng.standard_normal((5, 4)), rng.standard_normal((10, 4))
+    with pytest.raises(ClusteringError, match="feature dimension"):
+        rerank(q, rng.standard_normal((10, 3)))
+    with pytest.raises(ClusteringError, match="only 15 samples"):
+        rerank(q, g, k1=20)
+    with pytest.raises(ClusteringError, match="lambda_"):
+        rerank(q, g, k1=4, lambda_=1.5)
