@@ -1,0 +1,115 @@
+"""Batched feature extraction from decoded uint8 images (in memory or memory-mapped)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+__all__ = ["extract_features"]
+
+
+def extract_features(
+    model: nn.Module,
+    images: np.ndarray,
+    *,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    masks: np.ndarray | None = None,
+    progress: bool = True,
+    indices: np.ndarray | None = None,
+) -> torch.Tensor:
+    """L2-normalised features of ``images`` (eval mode, no autograd).
+
+    Args:
+        model: a :class:`~unreid.models.ReIDModel` (or anything whose eval-mode
+            forward maps [0, 1] images (B, 3, H, W) to (B, D) features). It is
+            moved to ``device`` and put back in its previous train/eval mode.
+        images: (N, 3, H, W) uint8. A ``np.memmap`` is read one batch at a time,
+            never loaded whole.
+        batch_size: images per forward pass.
+        device: where to run; default the model's device.
+        masks: optional (N, 1, H, W) foreground masks, uint8 (0..255) or float in
+            [0, 1]; the image is multiplied by the mask before the forward pass
+            (SFE-CR's foreground input G = x * P).
+        progress: tqdm bar (shown only when stderr is a terminal).
+        indices: optional (M,) int rows of ``images``/``masks`` to extract, in this
+            order (a rank's shard under DDP); default all N.
+
+    Returns:
+        (M, D) float32 CPU tensor with unit rows (an ordinary tensor, usable in autograd).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be > 0, got {batch_size}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W), got shape {images.shape}")
+    if masks is not None and (
+        masks.ndim != 4 or masks.shape[0] != images.shape[0] or masks.shape[1] != 1
+        or masks.shape[2:] != images.shape[2:]
+    ):
+        raise ValueError(f"masks must be (N, 1, H, W) for images {images.shape}, got {masks.shape}")
+    rows = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+    dev = torch.device(device) if device is not None else _model_device(model)
+    model.to(dev)
+    net = getattr(model, "module", model)  # a DDP wrapper keeps the settings on .module
+    channels_last = bool(getattr(net, "channels_last", False)) and dev.type == "cuda"
+    cuda = dev.type == "cuda"
+
+    was_training = model.training
+    model.eval()
+    out: torch.Tensor | None = None
+    bar = tqdm(total=len(rows), desc="extract", unit="img", leave=False,
+               disable=not (progress and sys.stderr.isatty()))
+    try:
+        with torch.inference_mode(), torch.autocast("cuda", enabled=cuda):
+            for start in range(0, len(rows), batch_size):
+                sel = rows[start:start + batch_size]
+                x = _batch(images, sel, dev).div_(255.0)
+                if masks is not None:
+                    m = _batch(masks, sel, dev)
+                    x = x * (m.div_(255.0) if masks.dtype == np.uint8 else m)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                feats = F.normalize(model(x).float(), dim=1).cpu()  # re-normalise after fp16
+                if out is None:
+                    # Allocated outside the batch loop's inference tensors' reach (see below).
+                    out = _empty(len(rows), feats.shape[1])
+                out[start:start + len(sel)] = feats
+                bar.update(len(sel))
+    finally:
+        bar.close()
+        model.train(was_training)
+    if out is None:
+        dim = int(getattr(net, "feature_dim", 0))
+        return torch.zeros(0, dim)
+    return out
+
+
+def _empty(n: int, d: int) -> torch.Tensor:
+    # An ordinary (not inference-mode) tensor: callers may use the features in
+    # autograd or update them in place (memory initialisation), which inference
+    # tensors forbid. Writing into it inside inference mode is allowed.
+    with torch.inference_mode(False):
+        return torch.empty(n, d, dtype=torch.float32)
+
+
+def _batch(array: np.ndarray, rows: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """Rows of a (possibly memory-mapped, read-only) array as a float32 tensor on ``dev``."""
+    a, b = int(rows[0]), int(rows[-1]) + 1
+    contiguous = b - a == len(rows) and bool(np.all(np.diff(rows) == 1))
+    # A slice of a memmap reads only those rows; np.array copies them into
+    # writable memory (torch refuses read-only buffers without a warning).
+    chunk = np.array(array[a:b] if contiguous else array[rows])
+    t = torch.from_numpy(chunk)
+    if dev.type == "cuda":
+        t = t.pin_memory().to(dev, non_blocking=True)
+    return t.float()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
