@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
+
+from unreid.progress import progress_bar
 
 __all__ = ["RunLogger", "jsonable", "progress"]
 
@@ -47,8 +48,7 @@ def jsonable(value: Any) -> Any:
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              enabled: bool = True, leave: bool = False) -> tqdm:
     """A tqdm bar that stays quiet when stderr is not a terminal (logs, CI) or when disabled."""
-    quiet = (not enabled) or not sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, disable=quiet, leave=leave, dynamic_ncols=True)
+    return progress_bar(iterable, total=total, desc=desc, enabled=enabled, leave=leave)
 
 
 class RunLogger:

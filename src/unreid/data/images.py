@@ -1,0 +1,165 @@
+"""Image decoding and the decoded-image cache.
+
+Training reads every image once per epoch for feature extraction and many
+times for batches; decoding JPEGs each time would spend the CPU cores on
+libjpeg instead of the network. :func:`load_images` decodes each image once,
+resizes it to the working resolution and keeps the result as one
+``(N, 3, H, W)`` uint8 array: in memory, or as a memory-mapped ``.npy`` under
+a cache folder keyed by the images' paths, sizes and modification times and
+by (H, W), so a second run (or epoch) never touches a JPEG decoder and an
+edited dataset never serves stale pixels. A Market-size set (12,936 images)
+at 256x128 is 1.3 GB.
+
+The cache file is written to a temporary name and moved into place with
+``os.replace``: a killed run leaves no half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from unreid.errors import DataError
+from unreid.progress import progress_bar
+
+__all__ = ["CACHE_VERSION", "decode_image", "image_cache_key", "load_images"]
+
+# Bump when decoding or resizing changes what a cache file holds.
+CACHE_VERSION = 1
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def decode_image(path: str | Path, height: int | None = None,
+                 width: int | None = None) -> np.ndarray:
+    """(3, H, W) uint8 RGB of one image file, resized (bilinear, antialiased) when
+    ``height``/``width`` are given, else at its own size.
+
+    Raises:
+        DataError: the file is missing, empty or not a decodable image.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"image {path} is empty (0 bytes): re-copy it or remove it")
+        with Image.open(path) as img:
+            if height is not None and width is not None:
+                # JPEG: let libjpeg decode at a reduced scale (>= the target size) first.
+                img.draft("RGB", (width, height))
+                rgb = img.convert("RGB")
+                if rgb.size != (width, height):
+                    rgb = rgb.resize((width, height), Image.BILINEAR)
+            else:
+                rgb = img.convert("RGB")
+            arr = np.asarray(rgb)
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist: check the dataset folder") from None
+    except _DECODE_ERRORS as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"image {path} cannot be decoded ({reason}): remove or replace it") \
+            from None
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def image_cache_key(paths: Sequence[str], height: int, width: int) -> str:
+    """20 hex digits naming the decoded cache of ``paths`` at (H, W).
+
+    Covers each path with its size and mtime (a replaced image changes the key)."""
+    h = hashlib.sha256(f"v{CACHE_VERSION} {height}x{width} {len(paths)}\n".encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _default_workers() -> int:
+    # PIL releases the GIL while decoding and resizing: threads scale on the cores.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _decode_into(out: np.ndarray, paths: Sequence[str], height: int, width: int,
+                 progress: bool, workers: int | None) -> None:
+    workers = workers or _default_workers()
+    chunk = 64
+    starts = range(0, len(paths), chunk)
+
+    def work(start: int) -> int:
+        part = paths[start : start + chunk]
+        for i, p in enumerate(part):
+            out[start + i] = decode_image(p, height, width)
+        return len(part)
+
+    with progress_bar(total=len(paths), desc=f"decode {height}x{width}", unit="img",
+                      enabled=progress) as bar:
+        if workers <= 1:
+            for s in starts:
+                bar.update(work(s))
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for n in pool.map(work, starts):
+                bar.update(n)
+
+
+def load_images(
+    paths: Sequence[str],
+    height: int,
+    width: int,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> np.ndarray:
+    """Decoded images of ``paths`` at (height, width): (N, 3, H, W) uint8, in order.
+
+    Args:
+        cache_dir: folder of the cache (``images-<key>.npy``); None decodes into
+            memory every call.
+        progress: show a decode progress bar (only when decoding happens).
+        workers: decoding threads (default: the CPU count, at most 4).
+
+    Returns:
+        the images; a read-only ``np.memmap`` when ``cache_dir`` is set.
+
+    Raises:
+        DataError: an image is missing, empty or corrupt (named in the message).
+    """
+    paths = [str(p) for p in paths]
+    height, width = int(height), int(width)
+    if height < 1 or width < 1:
+        raise DataError(f"image size {height}x{width} is invalid: set data.height/data.width")
+    shape = (len(paths), 3, height, width)
+    if not cache_dir or not paths:  # (an empty memmap cannot be mapped)
+        out = np.empty(shape, dtype=np.uint8)
+        _decode_into(out, paths, height, width, progress, workers)
+        return out
+    cache_dir = Path(cache_dir)
+    cache_file = cache_dir / f"images-{image_cache_key(paths, height, width)}.npy"
+    if cache_file.is_file():
+        try:
+            cached = np.load(cache_file, mmap_mode="r")
+            if cached.shape == shape and cached.dtype == np.uint8:
+                return cached
+        except (OSError, ValueError):
+            pass  # unreadable cache: rebuild it below
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-images-", suffix=".npy", dir=cache_dir)
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _decode_into(out, paths, height, width, progress, workers)
+        out.flush()
+        del out
+        os.replace(tmp, cache_file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return np.load(cache_file, mmap_mode="r")
