@@ -85,7 +85,8 @@ def test_model_signature_mismatch_names_both_models() -> None:
         check_model_signature(small, big, Path("c.pt"))
     msg = str(err.value)
     assert "\n" not in msg and "resnet18" in msg and "resnet50" in msg
-    same_name = model_signature(nn.Linear(4, 16), {"model": {"backbone": "resnet18", "pooling": "avg"}})
+    cfg18 = {"model": {"backbone": "resnet18", "pooling": "avg"}}
+    same_name = model_signature(nn.Linear(4, 16), cfg18)
     with pytest.raises(WeightsError, match="other layer shapes"):
         check_model_signature(small, same_name, Path("c.pt"))
 

@@ -137,23 +137,28 @@ def cmd_masks(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from unreid.engine.inference import search
+    from unreid.engine.search import search
 
-    search(
+    result = search(
         args.checkpoint,
         gallery=args.gallery,
         queries=args.query,
         topk=args.topk,
         rerank=args.rerank,
         out=args.out,
+        batch_size=args.batch_size,
+        device=args.device,
     )
+    print(result.format_table())
+    if result.image is not None:
+        print(f"ranked list written to {result.image}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from unreid.engine.export import export_onnx
 
-    path = export_onnx(args.checkpoint, args.out, opset=args.opset)
-    print(f"exported to {path}")
+    result = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    print(result.summary())
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -205,14 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None)
     p.add_argument("--no-decode", action="store_true", help="skip decoding the images")
 
-    p = add("eval-features", cmd_eval_features, "evaluate saved features (feats, pids, camids, split)")
+    p = add("eval-features", cmd_eval_features,
+            "evaluate saved features (feats, pids, camids, split)")
     p.add_argument("file", help=".npz written by `unreid extract`")
     p.add_argument("--all-gallery", action="store_true", help="keep same-camera matches")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
 
     p = add("train", cmd_train, "train a model with an unsupervised (or supervised) method")
     p.add_argument("--config", action="append", help="YAML config (repeatable, merged in order)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. cluster.eps=0.6")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override, e.g. cluster.eps=0.6")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--eval-only", action="store_true", help="evaluate the initial model and stop")
 
@@ -246,18 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("search", cmd_search, "rank a gallery for query images")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--gallery", required=True, help="features .npz or an image folder")
-    p.add_argument("--query", required=True, nargs="+", help="query image(s)")
-    p.add_argument("--topk", type=int, default=10)
-    p.add_argument("--rerank", action="store_true")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt or RUN_DIR")
+    p.add_argument(
+        "--gallery", required=True,
+        help="features .npz from `unreid extract` (its gallery split) or an image folder",
+    )
+    p.add_argument("--query", required=True, nargs="+", help="query image(s) or folder(s)")
+    p.add_argument("--topk", type=int, default=10, help="gallery images shown per query")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     p.add_argument("--out", default=None, help="ranked-list picture (PNG)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
 
     p = add("export", cmd_export, "export a checkpoint to ONNX")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt or RUN_DIR")
     p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--out", required=True)
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
 
     p = add("report", cmd_report, "(re)write the HTML report of a run")
     p.add_argument("run_dir")

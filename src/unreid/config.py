@@ -44,7 +44,8 @@ class DataConfig:
 
     root: str = MISSING  # dataset folder (Market/Duke/CUHK03-NP/MSMT17 layout or a plain folder)
     layout: str = "auto"  # auto | market | msmt17 | folder
-    camera_regex: str | None = None  # folder layout: regex with named groups (?P<camid>..), (?P<pid>..)
+    # folder layout: regex with named groups (?P<camid>..), (?P<pid>..)
+    camera_regex: str | None = None
     csv: str | None = None  # folder layout: CSV with columns path,camid[,pid]
     height: int = 256
     width: int = 128
@@ -55,7 +56,8 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "resnet50"  # resnet50 | resnet18 | tf_efficientnet_lite0 | tiny_cnn
     pretrained: str = "none"  # none | imagenet | PATH to a state dict
-    weights_file: str | None = None  # local ImageNet weights file (checked before the torch hub cache)
+    # local ImageNet weights file (checked before the torch hub cache)
+    weights_file: str | None = None
     last_stride: int = 1  # re-ID convention: stride 1 in the last stage doubles the map
     pooling: str = "avg"  # avg | gem
     dropout: float = 0.0  # before the FC of classification methods

@@ -82,7 +82,6 @@ def evaluate_split(
 
     q, g = dataset.query, dataset.gallery
     labels = (q.pids, g.pids, q.camids, g.camids)
-    max_rank = min(max_rank, len(g))
     if rerank:
         from unreid.cluster import rerank as k_reciprocal_rerank
 

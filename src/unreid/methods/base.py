@@ -163,10 +163,6 @@ class Method:
         """Name of the training augmentation preset (``unreid.data.augment``)."""
         return str(self.cfg.method.augment)
 
-    def uses_model_classifier(self) -> bool:
-        """True when the head is the model's FC (its parameters join the optimiser)."""
-        return False
-
     # ------------------------------------------------------------ per epoch
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
