@@ -129,3 +129,26 @@ def test_write_report_without_data_keeps_notes(tmp_path):
     page = write_report(run).read_text()
     assert "No evaluation was logged" in page
     assert "no ranked lists were saved" in page
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    """The page as a person sees it: Chromium draws the summary table and the images."""
+    import pytest
+
+    from unreid.viz.render import find_chromium, render_html
+
+    if find_chromium() is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"epoch": 0, "eval": {"mAP": 0.05, "R1": 0.1, "R5": 0.2, "R10": 0.3, "mINP": 0.01}},
+             {"epoch": 1, "loss": 2.0, "eval": {"mAP": 0.6, "R1": 0.8, "R5": 0.9, "R10": 0.95,
+                                                "mINP": 0.3}}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    index = write_report(run)
+    png = render_html(index, tmp_path / "page.png", width=800, height=900)
+    page = np.asarray(Image.open(png).convert("RGB"))
+    assert page.shape == (900, 800, 3)
+    # a rendered page, not a blank one: text and the curve picture put dark pixels on it
+    dark = (page.sum(axis=2) < 200).mean()
+    assert 0.001 < dark < 0.5

@@ -164,8 +164,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from unreid.viz import write_report
 
-    index = write_report(args.run_dir)
+    index = write_report(args.run_dir, with_masks=args.masks)
     print(f"report: {index}")
+    if args.screenshot:
+        from unreid.viz.render import render_html
+
+        print(f"screenshot: {render_html(index, args.screenshot)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -273,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", cmd_report, "(re)write the HTML report of a run")
     p.add_argument("run_dir")
+    p.add_argument("--masks", action="store_true", help="overlay the masks on the ranked lists")
+    p.add_argument("--screenshot", metavar="PNG", default=None,
+                   help="also render the page with headless Chromium to this PNG")
 
     p = add("demo", cmd_demo, "synthetic world -> train the default recipe -> report")
     p.add_argument("--out", default="runs/demo")
