@@ -1,0 +1,219 @@
+"""SFE-CR: semantic foreground extraction + camera-aware re-allocation of DBSCAN clusters.
+
+Each epoch, from the features ``F^x`` of the training images and ``F^g`` of the
+same images with the background masked out (``x * mask``, through the same
+network; the engine extracts both because ``uses_masks`` is set):
+
+1. global clusters: Jaccard + DBSCAN (``cluster.k1``, ``k2``, ``eps``,
+   ``min_samples``) on ``method.global_features``: ``input`` (``F^x``, the
+   paper), ``foreground`` (``F^g``) or ``fused`` (``normalize(F^x + F^g)``);
+2. local clusters: Jaccard + DBSCAN *inside each camera* (``cluster.local_eps``,
+   ``cluster.local_min_samples``) on ``F^g`` (``method.sfe=true``) or on ``F^x``
+   (``sfe=false``, the ablation): within one camera background and light are
+   shared, so the foreground decides;
+3. camera-aware re-allocation (``method.cr=true``):
+   :func:`unreid.cluster.reallocate_camera_clusters` with ``cluster.delta``
+   pulls every local cluster into the global cluster holding at least
+   ``delta`` of it (global outliers join, members of other global clusters
+   move); ``cr=false`` keeps the global labels (step 2 is then skipped, and
+   ``sfe`` has no effect).
+
+Re-allocation only moves samples within a camera: when the input features are
+so camera-dominated that the global clusters follow the cameras (the synthetic
+world from a weak model), it cannot merge them across cameras, and the
+``foreground`` global features are the ablation that helps (measured in
+tests/test_methods_sfe_cr.py).
+
+Labels are renumbered densely and trained exactly as cluster-contrast (cluster
+memory on ``F^x``, InfoNCE, P x K batches). The paper uses DBSCAN eps 0.5
+(configs/sfe_cr_market1501.yaml); the default ``cluster.eps`` stays
+cluster-contrast's 0.6.
+
+Small cameras: the local Jaccard graph needs ``k1`` neighbours per sample, so a
+camera with fewer than ``k1`` images is clustered with ``k1`` (and ``k2``)
+lowered to its image count; a camera with fewer than
+``max(2, cluster.local_min_samples)`` images cannot hold a local cluster of two
+or more and all its images are local outliers (they keep their global label).
+
+Without camera labels every image is one camera: the local step is one DBSCAN
+over the whole train split at ``local_eps`` (the trainer prints the one-time
+note of :meth:`Method.note_no_cameras`).
+
+``PseudoLabels.info`` logs ``global_clusters``, ``global_outliers``,
+``local_clusters``, ``local_outliers``, ``moved`` (samples moved from one global
+cluster to another), ``joined`` (global outliers that joined a cluster) and
+``cameras_without_local_clusters``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unreid.cluster import reallocate_camera_clusters
+from unreid.config import Config
+from unreid.errors import ConfigError, TrainingError
+from unreid.methods.base import LabelInputs, PseudoLabels
+from unreid.methods.cluster_contrast import (
+    MemoryMethod,
+    dense_labels,
+    jaccard_dbscan,
+    require_clusters,
+)
+from unreid.methods.registry import register_method
+
+__all__ = ["GLOBAL_FEATURES", "SFECR", "camera_local_clusters", "global_feature_set"]
+
+GLOBAL_FEATURES = ("input", "foreground", "fused")
+
+
+def global_feature_set(
+    name: str, features: torch.Tensor, fg_features: torch.Tensor | None
+) -> torch.Tensor:
+    """The (N, D) features the global clustering runs on (``method.global_features``).
+
+    Args:
+        name: ``input`` (``features``), ``foreground`` (``fg_features``) or ``fused``
+            (the L2-normalised sum of both).
+        features: (N, D) features of the input images, F^x.
+        fg_features: (N, D) features of the foreground images, F^g (needed unless
+            ``name`` is ``input``).
+    """
+    if name == "input":
+        return features
+    if fg_features is None:
+        raise TrainingError(
+            f"method.global_features={name} needs foreground features, but none were "
+            "extracted (the method must declare uses_masks)"
+        )
+    if name == "foreground":
+        return fg_features
+    if name == "fused":
+        return F.normalize(features.float() + fg_features.float(), dim=1)
+    raise ConfigError(
+        f"method.global_features={name!r} is unknown: use one of {', '.join(GLOBAL_FEATURES)}"
+    )
+
+
+def camera_local_clusters(
+    features: torch.Tensor,
+    camids: np.ndarray,
+    *,
+    k1: int,
+    k2: int,
+    eps: float,
+    min_samples: int,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Jaccard + DBSCAN inside each camera (SFE-CR's local clusters).
+
+    A camera with fewer images than ``k1`` uses ``k1 = k2 = min(k, n_images)``
+    (``k2`` capped by the lowered ``k1``); a camera with fewer than
+    ``max(2, min_samples)`` images gets no local cluster (all ``-1``).
+
+    Args:
+        features: (N, D) float features (F^g for SFE, F^x for the ablation).
+        camids: (N,) int camera of each sample.
+        k1, k2: Jaccard neighbourhood sizes (``cluster.k1``, ``cluster.k2``).
+        eps: DBSCAN radius of the local runs (``cluster.local_eps``).
+        min_samples: DBSCAN core size of the local runs (``cluster.local_min_samples``).
+
+    Returns:
+        labels: (N,) int64, local cluster ids numbered from 0 within each camera,
+            ``-1`` for local outliers.
+        info: ``local_clusters`` (total over cameras), ``local_outliers``,
+            ``cameras_without_local_clusters``.
+    """
+    cam = np.asarray(camids, dtype=np.int64).reshape(-1)
+    if len(cam) != features.shape[0]:
+        raise ValueError(f"{features.shape[0]} features but {len(cam)} camera ids")
+    labels = np.full(len(cam), -1, dtype=np.int64)
+    total, empty = 0, 0
+    smallest = max(2, int(min_samples))
+    for c in np.unique(cam):
+        idx = np.flatnonzero(cam == c)
+        n = len(idx)
+        if n < smallest:
+            empty += 1
+            continue
+        kk1 = min(int(k1), n)
+        with warnings.catch_warnings():
+            # One camera without a local cluster is normal; the summary below says it.
+            warnings.simplefilter("ignore", UserWarning)
+            local = jaccard_dbscan(
+                features[torch.from_numpy(idx)], k1=kk1, k2=min(int(k2), kk1), eps=eps,
+                min_samples=int(min_samples),
+            )
+        labels[idx] = local
+        found = int(local.max()) + 1 if (local >= 0).any() else 0
+        total += found
+        empty += found == 0
+    info = {
+        "local_clusters": total,
+        "local_outliers": int((labels < 0).sum()),
+        "cameras_without_local_clusters": empty,
+    }
+    return labels, info
+
+
+@register_method("sfe_cr")
+class SFECR(MemoryMethod):
+    """Global DBSCAN labels, corrected per camera with foreground local clusters."""
+
+    uses_masks = True
+    uses_cameras = True
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.global_features = str(cfg.method.global_features)
+        if self.global_features not in GLOBAL_FEATURES:
+            raise ConfigError(
+                f"method.global_features={self.global_features!r} is unknown: use one of "
+                f"{', '.join(GLOBAL_FEATURES)}"
+            )
+
+    def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
+        c, m = self.cfg.cluster, self.cfg.method
+        feats = global_feature_set(self.global_features, inputs.features, inputs.fg_features)
+        global_labels = jaccard_dbscan(
+            feats, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples
+        )
+        info: dict[str, Any] = {
+            "global_clusters": int(global_labels.max()) + 1 if (global_labels >= 0).any() else 0,
+            "global_outliers": int((global_labels < 0).sum()),
+        }
+        labels = global_labels
+        if bool(m.cr):
+            camids = np.asarray(inputs.camids, dtype=np.int64)
+            if not inputs.has_cameras:
+                camids = np.zeros_like(camids)
+            local_feats = inputs.features
+            if bool(m.sfe):
+                if inputs.fg_features is None:
+                    raise TrainingError(
+                        "method.sfe=true needs foreground features, but none were extracted "
+                        "(set masks.provider, or method.sfe=false)"
+                    )
+                local_feats = inputs.fg_features
+            local, local_info = camera_local_clusters(
+                local_feats, camids, k1=c.k1, k2=c.k2, eps=c.local_eps,
+                min_samples=c.local_min_samples,
+            )
+            info.update(local_info)
+            if local_info["local_clusters"] == 0:
+                warnings.warn(
+                    f"sfe_cr: no camera has a local cluster at cluster.local_eps={c.local_eps}, "
+                    f"local_min_samples={c.local_min_samples}: nothing is re-allocated; raise "
+                    "cluster.local_eps",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            labels = reallocate_camera_clusters(global_labels, local, camids, delta=float(c.delta))
+            info["moved"] = int(((global_labels >= 0) & (labels != global_labels)).sum())
+            info["joined"] = int(((global_labels < 0) & (labels >= 0)).sum())
+        labels, num = dense_labels(labels)
+        require_clusters(labels, inputs.epoch, knob="cluster.eps", value=c.eps)
+        return PseudoLabels(labels, num, info=info)
