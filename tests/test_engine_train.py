@@ -217,3 +217,20 @@ def test_cli_eval_and_extract_a_checkpoint(
     # the saved features give the metrics of the run's last evaluation
     assert evaluate_npz(out).mAP == pytest.approx(cc_run.final["mAP"], abs=1e-6)
     assert main(["eval", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tiny_world)]) == 2
+
+
+def test_plain_folder_without_cameras_or_test_split_trains(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Own footage: a folder of crops, no cameras, no query/gallery: it trains, logs labels,
+    and says once that there is nothing to evaluate."""
+    cfg = make_cfg(tiny_world / "bounding_box_train", tmp_path / "run", "data.layout=folder",
+                   "optim.epochs=2", "optim.iters=3")
+    result = train(cfg)
+    recs = result.records
+    assert [r["epoch"] for r in recs] == [0, 1, 2]
+    assert all("eval" not in r for r in recs) and result.final is None
+    assert all(r["num_clusters"] >= 4 for r in recs[1:])
+    assert "label_quality" not in recs[1]  # pids unknown in a plain folder
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert log.count("has no query/gallery split") == 1

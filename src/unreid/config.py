@@ -82,7 +82,9 @@ class ClusterConfig:
     per_camera_k: int = 0  # RSL M_k; 0 = derive from M by each camera's share of images
     lambda_: float = 0.85
     soft_temperature: float = 0.02
-    lambda_step: float = 0.05  # PUL: lambda grows by this much each round
+    # PUL: lambda grows by this much each round (capped at 0.99): a slow rise, else the
+    # selection empties long before the last epoch
+    lambda_step: float = 0.005
     seed: int = 0
 
 

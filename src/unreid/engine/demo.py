@@ -111,10 +111,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False,
     print(f"unreid demo: {'tiny' if quick else 'default'} synthetic world, method "
           f"{cfg.method.name} ({cfg.model.backbone}, {cfg.optim.epochs} epochs x "
           f"{cfg.optim.iters} steps) -> {out}")
-    if (out / CHECKPOINT).is_file():
-        result = train(None, resume=out)
-    else:
-        result = train(cfg)
+    resuming = (out / CHECKPOINT).is_file()
+    result = train(None, resume=out) if resuming else train(cfg)
     evals = result.evals()
     labelled = [r for r in result.records if "num_clusters" in r]
     last = labelled[-1] if labelled else {}

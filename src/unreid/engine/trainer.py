@@ -156,6 +156,7 @@ class Trainer:
         self._embed: dict[str, torch.Tensor] = {}
         self._eval_feats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._final_labels: np.ndarray | None = None  # labels of the last finished epoch
+        self._told_no_eval = False
 
         from unreid.engine.hooks import default_hooks
 
@@ -432,7 +433,14 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self) -> Any:
-        """Query/gallery evaluation of the current model (result on rank 0, None elsewhere)."""
+        """Query/gallery evaluation of the current model (result on rank 0, None elsewhere;
+        None when the dataset has no query/gallery, e.g. a plain folder of footage)."""
+        if len(self.dataset.query) == 0 or len(self.dataset.gallery) == 0:
+            if not self._told_no_eval and self.info.is_main:
+                self.log(f"note: {self.cfg.data.root} has no query/gallery split: training "
+                         "runs without evaluation (label quality is still logged when known)")
+            self._told_no_eval = True
+            return None
         ddp.broadcast_module(self.model)
         q_images, g_images = self.eval_images()
         qf = self.extract(q_images)
