@@ -77,6 +77,9 @@ def test_masks_multiply_the_image(model, images) -> None:
     top[:, :, H // 2 :] = 0
     assert torch.equal(feats, extract_features(model, top, progress=False))
     assert not torch.allclose(feats, extract_features(model, images, progress=False))
+    # the 0/1 uint8 masks of unreid.masks.load_masks mean the same as 0/255
+    binary = (masks > 0).astype(np.uint8)
+    assert torch.equal(extract_features(model, images, masks=binary, progress=False), feats)
     # float masks in [0, 1] are used as they are (soft foreground)
     soft = np.random.default_rng(1).random((N, 1, H, W), dtype=np.float32)
     with torch.no_grad():

@@ -33,9 +33,10 @@ def extract_features(
             never loaded whole.
         batch_size: images per forward pass.
         device: where to run; default the model's device.
-        masks: optional (N, 1, H, W) foreground masks, uint8 (0..255) or float in
-            [0, 1]; the image is multiplied by the mask before the forward pass
-            (SFE-CR's foreground input G = x * P).
+        masks: optional (N, 1, H, W) foreground masks: uint8 0/1 (what
+            :func:`unreid.masks.load_masks` gives) or 0..255 (any value > 1 means
+            the array is scaled to 255), or float in [0, 1]; the image is
+            multiplied by the mask before the forward pass (SFE-CR's G = x * P).
         progress: tqdm bar (shown only when stderr is a terminal).
         indices: optional (M,) int rows of ``images``/``masks`` to extract, in this
             order (a rank's shard under DDP); default all N.
@@ -52,6 +53,9 @@ def extract_features(
         or masks.shape[2:] != images.shape[2:]
     ):
         raise ValueError(f"masks must be (N, 1, H, W) for images {images.shape}, got {masks.shape}")
+    # One scale for the whole array: a 0/1 batch of a 0..255 array must not be read as 0/1.
+    mask_scale = 255.0 if masks is not None and masks.dtype == np.uint8 and masks.max() > 1 \
+        else 1.0
     rows = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     dev = torch.device(device) if device is not None else _model_device(model)
     model.to(dev)
@@ -71,7 +75,7 @@ def extract_features(
                 x = _batch(images, sel, dev).div_(255.0)
                 if masks is not None:
                     m = _batch(masks, sel, dev)
-                    x = x * (m.div_(255.0) if masks.dtype == np.uint8 else m)
+                    x = x * (m.div_(mask_scale) if mask_scale != 1.0 else m)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 feats = F.normalize(model(x).float(), dim=1).cpu()  # re-normalise after fp16
