@@ -90,7 +90,7 @@ def ranked_list_image(
     labels = ["query"]
     for i, (img, ok) in enumerate(zip(gallery, matches, strict=True)):
         tiles.append(framed(img, GREY if ok is None else (GREEN if ok else RED)))
-        labels.append(f"{i + 1}" + (f" {distances[i]:.2f}" if distances is not None else ""))
+        labels.append(f"#{i + 1}" + (f" d={distances[i]:.2f}" if distances is not None else ""))
     return _row(tiles, labels)
 
 
