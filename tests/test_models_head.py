@@ -116,3 +116,33 @@ def test_dropout_only_touches_the_logits() -> None:
 def test_bad_head_settings_name_the_key(key: str, value) -> None:
     with pytest.raises(ConfigError, match=f"model.{key}"):
         tiny(**{key: value})
+
+
+def test_pool_feature_retrieves_and_classifies_the_pooled_map() -> None:
+    bn = tiny(feature="bn", num_classes=3).eval()
+    pool = tiny(feature="pool", num_classes=3).eval()
+    x = torch.rand(4, 3, 64, 32)
+    with torch.no_grad():
+        fmap = pool.forward_map(x)
+        pooled = fmap.mean(dim=(2, 3))
+        want = torch.nn.functional.normalize(pooled, dim=1)
+        torch.testing.assert_close(pool(x), want)
+        assert (pool(x) >= 0).all()  # ReLU maps pooled: non-negative, high cosines
+        bn.head.neck.running_mean.fill_(0.05)  # a trained neck is no longer the identity
+        assert not torch.allclose(bn(x), pool(x))
+        pool.train()
+        out = pool(x)
+        # the FC reads the unit pooled vector at the BN output's scale sqrt(D)
+        torch.testing.assert_close(out.logits, (want * 96**0.5) @ pool.head.classifier.weight.T)
+
+
+def test_auto_feature_follows_the_method() -> None:
+    from unreid.config import load_config
+    from unreid.methods import model_feature
+
+    assert model_feature(load_config([], ["method.name=rsl"])) == "pool"
+    assert model_feature(load_config([], ["method.name=pul"])) == "pool"
+    assert model_feature(load_config([], ["method.name=sfe_cr"])) == "bn"
+    assert model_feature(load_config([], ["method.name=rsl", "model.feature=bn"])) == "bn"
+    with pytest.raises(ConfigError, match="model.feature"):
+        tiny(feature="pool5")

@@ -61,6 +61,10 @@ class ModelConfig:
     last_stride: int = 1  # re-ID convention: stride 1 in the last stage doubles the map
     pooling: str = "avg"  # avg | gem
     dropout: float = 0.0  # before the FC of classification methods
+    # the vector that is clustered and retrieved (and the FC's input): bn (BN-neck output)
+    # | pool (pooled map, pool5) | auto (what the method declares: pool for rsl/pul as in
+    # their papers, whose cosine thresholds assume non-negative pooled features; else bn)
+    feature: str = "auto"
     channels_last: bool = True
 
 

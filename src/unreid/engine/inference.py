@@ -113,7 +113,9 @@ def load_model_from_checkpoint(
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"])
     cfg.model.pretrained = "none"  # the checkpoint holds the weights
-    model = build_model(cfg.model, 0)
+    from unreid.methods import model_feature
+
+    model = build_model(cfg.model, 0, feature=model_feature(cfg))
     check_model_signature(state["model_signature"], model_signature(model, state["config"]), path)
     if int(state.get("num_classes", 0)) > 0:
         model.reset_classifier(int(state["num_classes"]), None)

@@ -46,7 +46,7 @@ from unreid.engine.hooks import HookBase
 from unreid.engine.inference import evaluate_split, load_run_dataset, split_images
 from unreid.engine.logger import RunLogger, progress
 from unreid.errors import TrainingError
-from unreid.methods import LabelInputs, PseudoLabels, build_method
+from unreid.methods import LabelInputs, PseudoLabels, build_method, model_feature
 
 __all__ = ["Trainer", "build_optimizer", "build_scheduler", "derive_seed", "lr_factor"]
 
@@ -131,7 +131,7 @@ class Trainer:
         self.method = build_method(cfg)
         self._load_data()
 
-        self.model = build_model(cfg.model, 0)
+        self.model = build_model(cfg.model, 0, feature=model_feature(cfg))
         self.signature = model_signature(self.model, self.cfg_dict)
         self._base_params = {id(p) for p in self.model.parameters()}
         self.model.to(self.device)

@@ -9,6 +9,7 @@ from unreid.methods.registry import (
     available_methods,
     build_method,
     get_method,
+    model_feature,
     register_method,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "build_method",
     "get_method",
     "identity_gather",
+    "model_feature",
     "register_method",
 ]

@@ -147,6 +147,7 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    feature: ClassVar[str] = "bn"  # the model's retrieval vector when model.feature=auto
     uses_masks: ClassVar[bool] = False
     uses_cameras: ClassVar[bool] = False
     supervised: ClassVar[bool] = False

@@ -16,7 +16,13 @@ from unreid.config import Config
 from unreid.errors import ConfigError
 from unreid.methods.base import Method
 
-__all__ = ["available_methods", "build_method", "get_method", "register_method"]
+__all__ = [
+    "available_methods",
+    "build_method",
+    "get_method",
+    "model_feature",
+    "register_method",
+]
 
 _REGISTRY: dict[str, type[Method]] = {}
 _NOT_METHODS = {"base", "registry"}
@@ -63,3 +69,9 @@ def get_method(name: str) -> type[Method]:
 def build_method(cfg: Config) -> Method:
     """An instance of the method ``cfg.method.name`` for this run."""
     return get_method(str(cfg.method.name))(cfg)
+
+
+def model_feature(cfg: Config) -> str:
+    """``model.feature``, with ``auto`` resolved to what the configured method declares."""
+    feature = str(cfg.model.feature)
+    return get_method(str(cfg.method.name)).feature if feature == "auto" else feature

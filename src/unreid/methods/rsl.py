@@ -144,6 +144,10 @@ class ClassifierMethod(Method):
     """
 
     init_from_centres: ClassVar[bool] = True
+    # RSL and PUL cluster, select (cosine > lambda) and classify pool5 features: their
+    # thresholds assume non-negative pooled vectors, whose cosines are far higher than
+    # those of the zero-mean BN-neck output (on which no sample passes 0.85).
+    feature: ClassVar[str] = "pool"
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

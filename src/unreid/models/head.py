@@ -16,7 +16,9 @@ from torch import nn
 
 from unreid.errors import ConfigError
 
-__all__ = ["GeM", "ModelOutput", "ReIDHead", "build_pooling"]
+__all__ = ["FEATURES", "GeM", "ModelOutput", "ReIDHead", "build_pooling"]
+
+FEATURES = ("bn", "pool")
 
 
 class ModelOutput(NamedTuple):
@@ -81,10 +83,16 @@ class ReIDHead(nn.Module):
     """
 
     def __init__(self, dim: int, pooling: str = "avg", dropout: float = 0.0,
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, feature: str = "bn") -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
+        if feature not in FEATURES:
+            raise ConfigError(f"model.feature={feature!r} is unknown: use one of "
+                              f"{', '.join(FEATURES)}")
+        # Which vector the FC reads and retrieval uses: the BN-neck output (BoT, the
+        # contrastive methods) or the pooled map itself (pool5, as RSL and PUL do).
+        self.feature = feature
         self.pool = build_pooling(pooling)
         self.neck = nn.BatchNorm1d(dim)
         # BNNeck: the bias stays 0 so that the normalised features are not shifted
@@ -131,9 +139,23 @@ class ReIDHead(nn.Module):
 
     def forward(self, fmap: torch.Tensor, *, with_logits: bool = True) -> ModelOutput:
         """fmap (B, D, h, w) -> :class:`ModelOutput` (logits only when asked and present)."""
-        feat_bn = self.neck(self.pool(fmap))
+        pooled = self.pool(fmap)
+        feat_bn = self.neck(pooled)
         feat_norm = F.normalize(feat_bn.float(), dim=1)
         logits = None
         if with_logits and self.classifier is not None:
-            logits = self.classifier(self.dropout(feat_bn))
+            logits = self.classifier(self.dropout(self._fc_input(pooled, feat_bn)))
         return ModelOutput(feat_bn, feat_norm, logits)
+
+    def _fc_input(self, pooled: torch.Tensor, feat_bn: torch.Tensor) -> torch.Tensor:
+        if self.feature == "bn":
+            return feat_bn
+        # Unit pooled vectors scaled to the BN output's typical norm sqrt(D): the FC then
+        # reads the direction that is clustered, at the scale one initialisation assumes.
+        return F.normalize(pooled.float(), dim=1).to(feat_bn.dtype) * self.dim ** 0.5
+
+    def embed(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Eval-mode retrieval features: (B, D) L2-normalised ``feature`` vectors."""
+        if self.feature == "pool":
+            return F.normalize(self.pool(fmap).float(), dim=1)
+        return F.normalize(self.neck(self.pool(fmap)).float(), dim=1)

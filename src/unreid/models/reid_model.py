@@ -53,11 +53,12 @@ class ReIDModel(nn.Module):
         norm: Normalization | None = None,
         backbone_name: str = "",
         channels_last: bool = False,
+        feature: str = "bn",
     ) -> None:
         super().__init__()
         norm = norm or default_normalization(backbone_name)
         self.backbone = backbone
-        self.head = ReIDHead(backbone.out_channels, pooling, dropout, num_classes)
+        self.head = ReIDHead(backbone.out_channels, pooling, dropout, num_classes, feature)
         self.register_buffer("input_mean", torch.tensor(norm.mean).view(1, 3, 1, 1))
         self.register_buffer("input_std", torch.tensor(norm.std).view(1, 3, 1, 1))
         self.feature_dim = int(backbone.out_channels)
@@ -81,8 +82,8 @@ class ReIDModel(nn.Module):
         return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | ModelOutput:
-        out = self.head(self.forward_map(x), with_logits=self.training)
-        return out if self.training else out.feat_norm
+        fmap = self.forward_map(x)
+        return self.head(fmap) if self.training else self.head.embed(fmap)
 
 
 def load_weights_file(model: ReIDModel, path: str | Path) -> None:
@@ -115,8 +116,13 @@ def load_weights_file(model: ReIDModel, path: str | Path) -> None:
     load_state_into(model.backbone, state, path=path, what=what)
 
 
-def build_model(cfg: ModelConfig, num_classes: int = 0) -> ReIDModel:
+def build_model(cfg: ModelConfig, num_classes: int = 0, *, feature: str | None = None
+                ) -> ReIDModel:
     """The model described by ``cfg`` (``model`` section of the config).
+
+    ``feature`` (default ``cfg.feature``; ``auto`` means ``bn``) picks the vector the
+    FC reads and eval mode returns: the BN-neck output or the pooled map (see
+    :func:`unreid.methods.model_feature` for the method-aware choice).
 
     ``cfg.pretrained``: "none" (random init), "imagenet" (see
     :func:`~unreid.models.weights.find_imagenet_weights`) or a PATH to a state
@@ -145,6 +151,7 @@ def build_model(cfg: ModelConfig, num_classes: int = 0) -> ReIDModel:
         norm=norm,
         backbone_name=name,
         channels_last=bool(cfg.channels_last),
+        feature=_resolve_feature(feature or str(cfg.feature)),
     )
     if pretrained not in ("none", "imagenet"):
         if not Path(pretrained).expanduser().is_file():
@@ -154,3 +161,7 @@ def build_model(cfg: ModelConfig, num_classes: int = 0) -> ReIDModel:
             )
         load_weights_file(model, Path(pretrained).expanduser())
     return model
+
+
+def _resolve_feature(feature: str) -> str:
+    return "bn" if feature == "auto" else feature
