@@ -130,10 +130,11 @@ def test_pool_feature_retrieves_and_classifies_the_pooled_map() -> None:
         assert (pool(x) >= 0).all()  # ReLU maps pooled: non-negative, high cosines
         bn.head.neck.running_mean.fill_(0.05)  # a trained neck is no longer the identity
         assert not torch.allclose(bn(x), pool(x))
-        pool.train()
+        pool.train()  # (train-mode BN in the backbone: batch statistics)
+        unit = torch.nn.functional.normalize(pool.forward_map(x).mean(dim=(2, 3)), dim=1)
         out = pool(x)
         # the FC reads the unit pooled vector at the BN output's scale sqrt(D)
-        torch.testing.assert_close(out.logits, (want * 96**0.5) @ pool.head.classifier.weight.T)
+        torch.testing.assert_close(out.logits, (unit * 96**0.5) @ pool.head.classifier.weight.T)
 
 
 def test_auto_feature_follows_the_method() -> None:
