@@ -152,7 +152,7 @@ class Trainer:
         self.record: dict[str, Any] = {}
         self.labels: PseudoLabels | None = None
         self.sampler: Any = None
-        self._stats: dict[str, Any] = {}
+        self._stats: dict[str, Any] = self._fresh_stats()
         self._embed: dict[str, torch.Tensor] = {}
         self._eval_feats: tuple[torch.Tensor, torch.Tensor] | None = None
         self._final_labels: np.ndarray | None = None  # labels of the last finished epoch
@@ -238,7 +238,7 @@ class Trainer:
         cfg = self.cfg
         self.call("before_epoch")
         if self.labels is None:  # else resumed mid-epoch with the epoch's labels
-            self._stats = {"loss_sum": 0.0, "terms": {}, "seconds": {}, "lr": self.lr}
+            self._stats = self._fresh_stats()
             self.prepare_epoch()
         self.model.train()
         start = time.perf_counter()
@@ -262,6 +262,10 @@ class Trainer:
         self.step = 0
         self.labels = None
         self.sampler = None
+
+    def _fresh_stats(self) -> dict[str, Any]:
+        """The per-epoch accumulators (loss sums, named terms, seconds, the epoch's lr)."""
+        return {"loss_sum": 0.0, "terms": {}, "seconds": {}, "lr": self.lr}
 
     def _add_seconds(self, key: str, value: float) -> None:
         secs = self._stats["seconds"]
