@@ -175,3 +175,30 @@ def test_pul_nothing_selected_or_too_many_clusters_raise():
         pul_select(unit(PUL_ANGLES), 2, 1.0, 0)
     with pytest.raises(ClusteringError, match="k=6"):
         pul_select(unit(PUL_ANGLES), 6, 0.5, 0)
+
+
+def test_select_above_keeps_the_most_similar_when_too_few_pass() -> None:
+    from unreid.cluster.selection import select_above
+
+    sim = np.array([0.9, 0.2, 0.5, 0.86, 0.5, 0.1])
+    assert select_above(sim, 0.85).tolist() == [True, False, False, True, False, False]
+    assert select_above(sim, 0.85, min_keep=2).tolist() == [True, False, False, True, False,
+                                                            False]
+    # 3 wanted, 2 pass: the cut drops to the 3rd largest (0.5), and both 0.5s are kept
+    assert select_above(sim, 0.85, min_keep=3).tolist() == [True, False, True, True, True,
+                                                            False]
+    assert select_above(sim, 0.95, min_keep=10).all()
+
+
+def test_min_keep_rescues_a_selection_that_would_be_empty() -> None:
+    from unreid.cluster import pul_select, reliable_soft_labels
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 16))  # spread: nothing is within cosine 0.99 of a centre
+    cams = np.repeat([0, 1], 30)
+    with pytest.raises(ClusteringError):
+        pul_select(x, 4, 0.99, seed=0)
+    _, _, sel = pul_select(x, 4, 0.99, seed=0, min_keep=12)
+    assert sel.sum() == 12
+    labels, soft, sel = reliable_soft_labels(x, cams, None, 3, 0.99, seed=0, min_keep=15)
+    assert sel.sum() == 15 and soft.shape == (45, 3) and set(labels[sel]) == {0, 1, 2}

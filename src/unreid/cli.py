@@ -222,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "train a model with an unsupervised (or supervised) method")
     p.add_argument("--config", action="append", help="YAML config (repeatable, merged in order)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override, e.g. cluster.eps=0.6")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                   help="overrides, e.g. --set cluster.eps=0.6 optim.epochs=20 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--eval-only", action="store_true", help="evaluate the initial model and stop")
 

@@ -85,6 +85,9 @@ class ClusterConfig:
     num_classes: int = 0  # M (RSL) / K (PUL); 0 = estimate from the data (see methods)
     per_camera_k: int = 0  # RSL M_k; 0 = derive from M by each camera's share of images
     lambda_: float = 0.85
+    # RSL / PUL: keep at least this share of the samples (the most similar ones) when
+    # fewer pass lambda_; 0 = lambda_ alone decides (the papers), and too few is an error
+    min_selected: float = 0.0
     soft_temperature: float = 0.02
     # PUL: lambda grows by this much each round (capped at 0.99): a slow rise, else the
     # selection empties long before the last epoch

@@ -18,7 +18,7 @@ import torch
 from unreid.cluster.kmeans import _check_seed, _unit_rows, kmeans
 from unreid.errors import ClusteringError
 
-__all__ = ["camera_cluster_counts", "pul_select", "reliable_soft_labels"]
+__all__ = ["camera_cluster_counts", "pul_select", "reliable_soft_labels", "select_above"]
 
 PerCameraK = int | Sequence[int] | Mapping[int, int] | None
 
@@ -101,6 +101,7 @@ def reliable_soft_labels(
     t: float = 0.02,
     *,
     seed: int,
+    min_keep: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RSL pseudo-labels: reliable hard labels for some samples, soft targets for the rest.
 
@@ -130,6 +131,9 @@ def reliable_soft_labels(
         lambda_: similarity threshold (``cluster.lambda_``), cosine units.
         t: softmax temperature (``cluster.soft_temperature``), > 0.
         seed: integer >= 0.
+        min_keep: keep at least this many samples (0: ``lambda_`` alone decides); when
+            fewer pass ``lambda_``, the ``min_keep`` most similar are kept, i.e. the
+            threshold drops to their similarity (see :func:`select_above`).
 
     Returns:
         labels: (N,) int64 in [0, M) for selected samples, -1 for the others.
@@ -153,19 +157,20 @@ def reliable_soft_labels(
     counts = camera_cluster_counts(cam, per_camera_k, M)
     seeds = [int(s.generate_state(1)[0]) for s in streams.spawn(len(counts) + 1)]
 
-    selected = np.zeros(n, dtype=bool)
+    similarity = np.zeros(n, dtype=np.float64)
     for (c, k_c), s in zip(counts.items(), seeds):
         idx = np.flatnonzero(cam == c)
         xc = x[torch.from_numpy(idx).to(x.device)]
         lab, centres = kmeans(xc, k_c, seed=s)
-        selected[idx] = (_similarity_to_centre(xc, lab, centres) > lambda_).cpu().numpy()
+        similarity[idx] = _similarity_to_centre(xc, lab, centres).double().cpu().numpy()
+    selected = select_above(similarity, lambda_, min_keep)
 
     n_sel = int(selected.sum())
     if n_sel < M:
         raise ClusteringError(
             f"{who}: only {n_sel} of {n} samples have cosine similarity > lambda_={lambda_:g} "
             f"to their camera-cluster centre, fewer than M={M} classes; lower cluster.lambda_ "
-            "or cluster.num_classes"
+            "or cluster.num_classes, or set cluster.min_selected"
         )
     keep = torch.from_numpy(np.flatnonzero(selected)).to(x.device)
     rel_labels, centres = kmeans(x[keep], M, seed=seeds[-1])
@@ -183,6 +188,8 @@ def pul_select(
     K: int,
     lambda_: float,
     seed: int,
+    *,
+    min_keep: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PUL's selection (Fan et al. 2018): global k-means into K, keep samples near their centre.
 
@@ -192,6 +199,7 @@ def pul_select(
         lambda_: keep samples whose cosine similarity to their centre is strictly
             greater than this (``cluster.lambda_``; PUL raises it every round).
         seed: integer >= 0.
+        min_keep: keep at least this many samples (see :func:`select_above`).
 
     Returns:
         labels: (N,) int64, the k-means cluster id in [0, K) for selected samples and -1
@@ -207,7 +215,8 @@ def pul_select(
     x = _unit_rows(features, who=who)
     lambda_ = _check_lambda(lambda_, who)
     labels, centres = kmeans(x, K, seed=_check_seed(seed, who))
-    selected = (_similarity_to_centre(x, labels, centres) > lambda_).cpu().numpy()
+    similarity = _similarity_to_centre(x, labels, centres).double().cpu().numpy()
+    selected = select_above(similarity, lambda_, min_keep)
     if not selected.any():
         raise ClusteringError(
             f"{who}: no sample has cosine similarity > lambda_={lambda_:g} to its k-means "
@@ -215,3 +224,21 @@ def pul_select(
         )
     labels[~selected] = -1
     return labels, centres, selected
+
+
+def select_above(similarity: np.ndarray, lambda_: float, min_keep: int = 0) -> np.ndarray:
+    """(N,) bool: ``similarity > lambda_``, or, when fewer than ``min_keep`` pass, the
+    ``min_keep`` most similar samples (ties at the cut all kept, ties broken by index
+    nowhere: the cut is a similarity value).
+
+    The fallback keeps a long run alive when training spreads the features so that
+    almost nothing clears a fixed cosine threshold (the threshold then effectively
+    drops to the ``min_keep``-th largest similarity; callers log it).
+    """
+    sim = np.asarray(similarity, dtype=np.float64).reshape(-1)
+    selected = sim > lambda_
+    k = min(int(min_keep), sim.size)
+    if k > 0 and int(selected.sum()) < k:
+        cut = np.partition(sim, sim.size - k)[sim.size - k]
+        selected = sim >= cut
+    return selected

@@ -238,6 +238,7 @@ class RSL(ClassifierMethod):
         labels, soft, selected = reliable_soft_labels(
             inputs.features, camids, per_camera_k, num, float(c.lambda_),
             float(c.soft_temperature), seed=round_seed(int(c.seed), inputs.epoch),
+            min_keep=math.ceil(float(c.min_selected) * len(camids)),
         )
         info = {
             "num_classes": num,
