@@ -15,7 +15,8 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the world is cached under ./.cache/synth
     assert main(["demo", "--quick", "--out", "runs/demo"]) == 0
     out = capsys.readouterr().out
-    assert "mAP" in out and "clusters" in out and "report: runs/demo/report/index.html" in out
+    assert "mAP" in out and "clusters" in out
+    assert "open the report in a browser: runs/demo/report/index.html" in out
     metrics = tmp_path / "runs/demo/metrics.jsonl"
     records = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]
@@ -24,5 +25,5 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     # again: the finished run is resumed, nothing is retrained
     assert main(["demo", "--quick", "--out", "runs/demo"]) == 0
     again = capsys.readouterr().out
-    assert "before" in again and "report:" in again
+    assert "before" in again and "open the report" in again
     assert len(metrics.read_text().splitlines()) == 3

@@ -130,5 +130,5 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False,
     )
     print(summary.format_table())
     if summary.report is not None:
-        print(f"report: {summary.report}")
+        print(f"open the report in a browser: {summary.report}")
     return summary
