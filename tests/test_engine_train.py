@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import Kill
 
 from unreid.config import load_config
 from unreid.engine import TrainResult, train
@@ -121,17 +122,6 @@ def test_resume_after_an_epoch_repeats_nothing_and_matches_exactly(
     assert [r["epoch"] for r in lines(out)] == list(range(EPOCHS + 1))
     assert [r.get("loss") for r in resumed.records] == [r.get("loss") for r in cc_run.records]
     assert same_weights(out, cc_run.run_dir)
-
-
-class Kill(HookBase):
-    """Simulates a process killed mid-epoch (after a step checkpoint was written)."""
-
-    def __init__(self, epoch: int, step: int) -> None:
-        self.at = (epoch, step)
-
-    def after_step(self) -> None:
-        if (self.trainer.epoch, self.trainer.step) == self.at:
-            raise KeyboardInterrupt
 
 
 def test_mid_epoch_resume_continues_from_the_step_checkpoint(

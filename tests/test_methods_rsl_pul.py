@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import Kill
 
 from unreid.config import ModelConfig, load_config
 from unreid.data.sampler import RandomBatchSampler
 from unreid.engine import train
 from unreid.engine.checkpoint import CHECKPOINT, STEP_CHECKPOINT, load_checkpoint
-from unreid.engine.hooks import HookBase
 from unreid.losses import cross_entropy_smooth
 from unreid.methods import LabelInputs, PseudoLabels, build_method
 from unreid.methods.pul import LAMBDA_CAP, PUL, pul_lambda
@@ -349,17 +349,6 @@ def test_pul_adapts_a_source_model_with_a_growing_lambda(
         assert r["num_outliers"] == 96 - r["info"]["selected"]
         assert r["num_clusters"] <= r["info"]["k"] == 12
     assert result.final["mAP"] > result.initial["mAP"] + 0.02
-
-
-class Kill(HookBase):
-    """Simulates a process killed mid-epoch (after a step checkpoint was written)."""
-
-    def __init__(self, epoch: int, step: int) -> None:
-        self.at = (epoch, step)
-
-    def after_step(self) -> None:
-        if (self.trainer.epoch, self.trainer.step) == self.at:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.slow
