@@ -136,3 +136,13 @@ def test_shards_cover_every_row_once(n: int, world: int) -> None:
     assert max(sizes) - min(sizes) <= 1
     x = torch.arange(n)
     assert torch.equal(gather_shards(x, n, torch.device("cpu")), x)  # single process: as is
+
+
+def test_cli_set_takes_several_overrides_per_flag() -> None:
+    from unreid.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--set", "cluster.eps=0.5", "optim.epochs=2", "--set", "run.seed=3"])
+    assert args.set == ["cluster.eps=0.5", "optim.epochs=2", "run.seed=3"]
+    cfg = load_config([], ["data.root=/d", *args.set])
+    assert (cfg.cluster.eps, cfg.optim.epochs, cfg.run.seed) == (0.5, 2, 3)
