@@ -43,6 +43,7 @@ __all__ = [
     "Dataset",
     "Split",
     "detect_layout",
+    "iter_paths",
     "list_images",
     "load_dataset",
 ]
