@@ -34,8 +34,10 @@ class ReIDModel(nn.Module):
     ``forward(x)``, x float (B, 3, H, W) in [0, 1] RGB: the weights' own input
     normalisation is applied inside (buffers ``input_mean``/``input_std``, saved
     with the state dict so a checkpoint keeps its transform). In eval mode it
-    returns the L2-normalised BN-neck features (B, D) float32; in train mode a
-    :class:`ModelOutput` (feat_bn, feat_norm, logits or None).
+    returns (B, D) float32 unit vectors of ``feature``: the BN-neck output ("bn")
+    or the pooled map ("pool", what RSL/PUL cluster); in train mode a
+    :class:`ModelOutput` (feat_bn, feat_norm, logits or None; the FC reads the
+    same ``feature``).
 
     Attributes:
         feature_dim: D.
