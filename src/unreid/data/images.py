@@ -29,7 +29,7 @@ from PIL import Image
 from unreid.errors import DataError
 from unreid.progress import progress_bar
 
-__all__ = ["CACHE_VERSION", "decode_image", "image_cache_key", "load_images"]
+__all__ = ["CACHE_VERSION", "decode_image", "files_digest", "image_cache_key", "load_images"]
 
 # Bump when decoding or resizing changes what a cache file holds.
 CACHE_VERSION = 1
@@ -67,11 +67,12 @@ def decode_image(path: str | Path, height: int | None = None,
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def image_cache_key(paths: Sequence[str], height: int, width: int) -> str:
-    """20 hex digits naming the decoded cache of ``paths`` at (H, W).
+def files_digest(paths: Sequence[str], header: str) -> str:
+    """20 hex digits naming a cache built from the files ``paths`` and ``header``.
 
-    Covers each path with its size and mtime (a replaced image changes the key)."""
-    h = hashlib.sha256(f"v{CACHE_VERSION} {height}x{width} {len(paths)}\n".encode())
+    Covers each path with its size and mtime, so a replaced or edited file changes the
+    key (every decoded or derived cache of a dataset is keyed this way)."""
+    h = hashlib.sha256(f"{header}\n{len(paths)}\n".encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -79,6 +80,11 @@ def image_cache_key(paths: Sequence[str], height: int, width: int) -> str:
         except OSError:
             h.update(f"{p}\0missing\n".encode())
     return h.hexdigest()[:20]
+
+
+def image_cache_key(paths: Sequence[str], height: int, width: int) -> str:
+    """The key of the decoded cache of ``paths`` at (H, W) (see :func:`files_digest`)."""
+    return files_digest(paths, f"images v{CACHE_VERSION} {height}x{width}")
 
 
 def _default_workers() -> int:

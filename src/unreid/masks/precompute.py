@@ -10,7 +10,6 @@ the decoded image cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -22,11 +21,12 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
+from unreid.data.images import files_digest
 from unreid.errors import ConfigError, DataError
 from unreid.masks.base import MaskProvider, relative_image_name, resize_nearest, write_mask_png
 from unreid.masks.providers import FileMaskProvider, build_mask_provider
+from unreid.progress import progress_bar
 
 __all__ = ["MaskSummary", "load_masks", "precompute_masks"]
 
@@ -102,9 +102,8 @@ def precompute_masks(
     provider.check(paths)  # every missing mask listed before any work
     start = time.perf_counter()
     fg_sum = 0.0
-    bar = tqdm(
-        total=len(paths), desc=f"masks ({provider.name})", unit="img", disable=_quiet(progress)
-    )
+    bar = progress_bar(total=len(paths), desc=f"masks ({provider.name})", unit="img",
+                       enabled=progress)
     for chunk_start in range(0, len(paths), batch_size):
         chunk = paths[chunk_start : chunk_start + batch_size]
         if size is not None and not provider.needs_images:
@@ -193,9 +192,8 @@ def load_masks(
         os.close(fd)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
     try:
-        bar = tqdm(
-            total=len(paths), desc=f"masks ({provider.name})", unit="img", disable=_quiet(progress)
-        )
+        bar = progress_bar(total=len(paths), desc=f"masks ({provider.name})", unit="img",
+                           enabled=progress)
         for i in range(0, len(paths), batch_size):
             batch = None if images is None else np.asarray(images[i : i + batch_size])
             masks = provider.compute(batch, paths[i : i + batch_size], height, width)
@@ -246,24 +244,11 @@ def _native_groups(paths: Sequence[str], decode: bool):
 
 
 def _cache_key(paths: Sequence[str], provider: MaskProvider, height: int, width: int) -> str:
-    h = hashlib.sha1()
-    h.update(f"{height}x{width}\n{provider.cache_key(paths)}\n".encode())
-    for p in paths:
-        try:
-            st = os.stat(p)
-            h.update(f"{p}:{st.st_mtime_ns}:{st.st_size}\n".encode())
-        except OSError:
-            h.update(f"{p}:-\n".encode())
-    return h.hexdigest()[:20]
+    return files_digest(paths, f"masks {height}x{width}\n{provider.cache_key(paths)}")
 
 
 def _same_dir(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b) or (a.exists() and b.exists() and a.samefile(b))
-
-
-def _quiet(progress: bool) -> bool | None:
-    # None lets tqdm hide the bar when stderr is not a terminal (logs, CI)
-    return True if not progress else None
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

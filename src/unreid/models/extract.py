@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+
+from unreid.progress import progress_bar
 
 __all__ = ["extract_features"]
 
@@ -66,8 +65,8 @@ def extract_features(
     was_training = model.training
     model.eval()
     out: torch.Tensor | None = None
-    bar = tqdm(total=len(rows), desc="extract", unit="img", leave=False,
-               disable=not (progress and sys.stderr.isatty()))
+    bar = progress_bar(total=len(rows), desc="extract", unit="img", leave=False,
+                       enabled=progress)
     try:
         with torch.inference_mode(), torch.autocast("cuda", enabled=cuda):
             for start in range(0, len(rows), batch_size):
