@@ -36,13 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _memory import release_free_heap, reset_peak, status_kb, write_json
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cluster_bench.json"
@@ -53,31 +54,10 @@ K1, K2, EPS, MIN_SAMPLES = 30, 6, 0.6, 4
 DENSE_LIMIT = 13_000
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(m.group(1)) if m else None
 
 
-def _release_free_heap() -> None:
-    """Return freed heap pages to the OS so the measured call cannot hide in them."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def make_features(n: int, ids: int, *, seed: int = 0):
@@ -144,11 +124,11 @@ def worker(kind: str, n: int, ids: int, repeats: int, labels_out: str) -> dict:
             times.setdefault("total", []).append(time.perf_counter() - s)
             return labels, {}
 
-    _release_free_heap()
-    rss_before = _status_kb("VmRSS") or 0
-    reset_ok = _reset_peak()
+    release_free_heap()
+    rss_before = status_kb("VmRSS") or 0
+    reset_ok = reset_peak()
     labels, extra = run()
-    hwm = _status_kb("VmHWM") if reset_ok else None
+    hwm = status_kb("VmHWM") if reset_ok else None
     for _ in range(repeats - 1):
         run()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -266,11 +246,7 @@ def main() -> int:
             f"{s['peak_mb']:10.0f} {s['extra_mb'] or float('nan'):9.0f} "
             f"{s['quality']['num_clusters']:>8} {s['quality']['outlier_ratio']:5.2f} {dense}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps({"quick": args.quick, "results": rows}, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    out = write_json(args.out, {"quick": args.quick, "results": rows})
     print(f"wrote {out}")
     failed = [r["size"] for r in rows if r.get("dense_equal") is False]
     if failed:

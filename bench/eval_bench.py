@@ -38,11 +38,12 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _memory import peak_kb, release_free_heap, reset_peak, status_kb, write_json
 
 SIZES = {
     "market": (3368, 15913, 2048, 751, 6),
@@ -56,40 +57,12 @@ DENSE_LIMIT = 60_000_000  # Q x G entries for the dense reference (Market: 53.6M
 RESULTS = Path(__file__).resolve().parent / "results" / "eval_bench.json"
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(m.group(1)) if m else None
 
 
-def _release_free_heap() -> None:
-    """Give freed heap pages back to the OS (glibc), so that an evaluation cannot hide its
-    allocations in memory the data generation freed but left resident."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
-def _peak_kb(reset_ok: bool) -> int:
-    if reset_ok:
-        hwm = _status_kb("VmHWM")
-        if hwm is not None:
-            return hwm
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
 
 
 def make_world(
@@ -179,11 +152,11 @@ def worker(name: str, spec: tuple, repeats: int, chunk: int) -> dict:
             pass
 
     # Peak extra memory of one evaluation, measured first on a fresh high-water mark.
-    _release_free_heap()
-    rss_before = _status_kb("VmRSS") or 0
-    reset_ok = _reset_peak()
+    release_free_heap()
+    rss_before = status_kb("VmRSS") or 0
+    reset_ok = reset_peak()
     result = run_eval()
-    extra_mb = (_peak_kb(reset_ok) - rss_before) / 1024
+    extra_mb = (peak_kb(reset_ok) - rss_before) / 1024
 
     t_gemm, t_eval = [], []
     for _ in range(repeats):
@@ -285,11 +258,7 @@ def main() -> int:
             f"{r['gemm_s']:7.2f} {r['eval_s']:7.2f} {r['ratio']:6.2f} {r['extra_mb']:9.0f} "
             f"{100 * m['mAP']:6.1f} {100 * m['R1']:6.1f} {100 * m['mINP']:6.1f} {dense}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"quick": args.quick, "results": rows}, indent=2) + "\n")
-    os.replace(tmp, out)
+    out = write_json(args.out, {"quick": args.quick, "results": rows})
     print(f"wrote {out}")
     failed = [r["size"] for r in rows if r.get("dense_equal") is False]
     if failed:
