@@ -11,9 +11,12 @@ import json
 import os
 import re
 import resource
+import sys
 from pathlib import Path
 
-__all__ = ["peak_kb", "release_free_heap", "reset_peak", "status_kb", "write_json"]
+__all__ = [
+    "finish", "peak_kb", "release_free_heap", "reset_peak", "status_kb", "write_json",
+]
 
 
 def status_kb(field: str) -> int | None:
@@ -62,3 +65,14 @@ def write_json(path: str | Path, payload: dict) -> Path:
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, out)
     return out
+
+
+def finish(path: str | Path, payload: dict, rows: list[dict]) -> int:
+    """Write the results and return the exit status: 1 when a row's answer differed from
+    the dense reference (``dense_equal`` False), else 0."""
+    print(f"wrote {write_json(path, payload)}")
+    failed = [r["size"] for r in rows if r.get("dense_equal") is False]
+    if failed:
+        print(f"MISMATCH with the dense reference: {failed}", file=sys.stderr)
+        return 1
+    return 0

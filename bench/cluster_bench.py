@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _memory import release_free_heap, reset_peak, status_kb, write_json
+from _memory import finish, release_free_heap, reset_peak, status_kb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cluster_bench.json"
@@ -246,13 +246,7 @@ def main() -> int:
             f"{s['peak_mb']:10.0f} {s['extra_mb'] or float('nan'):9.0f} "
             f"{s['quality']['num_clusters']:>8} {s['quality']['outlier_ratio']:5.2f} {dense}"
         )
-    out = write_json(args.out, {"quick": args.quick, "results": rows})
-    print(f"wrote {out}")
-    failed = [r["size"] for r in rows if r.get("dense_equal") is False]
-    if failed:
-        print(f"MISMATCH with the dense reference: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    return finish(args.out, {"quick": args.quick, "results": rows}, rows)
 
 
 if __name__ == "__main__":

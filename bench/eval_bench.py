@@ -43,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from _memory import peak_kb, release_free_heap, reset_peak, status_kb, write_json
+from _memory import finish, peak_kb, release_free_heap, reset_peak, status_kb
 
 SIZES = {
     "market": (3368, 15913, 2048, 751, 6),
@@ -258,13 +258,7 @@ def main() -> int:
             f"{r['gemm_s']:7.2f} {r['eval_s']:7.2f} {r['ratio']:6.2f} {r['extra_mb']:9.0f} "
             f"{100 * m['mAP']:6.1f} {100 * m['R1']:6.1f} {100 * m['mINP']:6.1f} {dense}"
         )
-    out = write_json(args.out, {"quick": args.quick, "results": rows})
-    print(f"wrote {out}")
-    failed = [r["size"] for r in rows if r.get("dense_equal") is False]
-    if failed:
-        print(f"MISMATCH with the dense reference: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    return finish(args.out, {"quick": args.quick, "results": rows}, rows)
 
 
 if __name__ == "__main__":

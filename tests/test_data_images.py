@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from unreid.data import decode_image, load_images
+from unreid.data.images import write_array_cache
 from unreid.errors import DataError
 
 
@@ -55,6 +56,26 @@ def test_cache_is_reused_and_keyed_by_content(tmp_path):
     edited = load_images(paths, 16, 8, cache_dir=cache, progress=False)
     assert edited[2].max() == 0 and edited[1].max() > 0
     assert not list(cache.glob(".tmp-*"))
+
+
+def test_array_cache_is_published_only_when_complete(tmp_path):
+    target = tmp_path / "c" / "x.npy"
+
+    def half_then_fail(out):
+        out[0] = 7
+        raise KeyboardInterrupt  # a Ctrl-C in the middle of the build
+
+    with pytest.raises(KeyboardInterrupt):
+        write_array_cache(target, (2, 3), half_then_fail)
+    assert not target.exists() and not list(target.parent.iterdir())
+
+    def fill(out):
+        out[:] = np.arange(6, dtype=np.uint8).reshape(2, 3)
+
+    got = write_array_cache(target, (2, 3), fill)
+    assert isinstance(got, np.memmap) and not got.flags.writeable
+    np.testing.assert_array_equal(got, [[0, 1, 2], [3, 4, 5]])
+    assert [p.name for p in target.parent.iterdir()] == ["x.npy"]
 
 
 def test_bad_images_name_the_file(tmp_path):

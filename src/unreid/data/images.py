@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +29,10 @@ from PIL import Image
 from unreid.errors import DataError
 from unreid.progress import progress_bar
 
-__all__ = ["CACHE_VERSION", "decode_image", "files_digest", "image_cache_key", "load_images"]
+__all__ = [
+    "CACHE_VERSION", "decode_image", "files_digest", "image_cache_key", "load_images",
+    "write_array_cache",
+]
 
 # Bump when decoding or resizing changes what a cache file holds.
 CACHE_VERSION = 1
@@ -156,12 +159,29 @@ def load_images(
                 return cached
         except (OSError, ValueError):
             pass  # unreadable cache: rebuild it below
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-images-", suffix=".npy", dir=cache_dir)
+    return write_array_cache(
+        cache_file, shape, lambda out: _decode_into(out, paths, height, width, progress, workers)
+    )
+
+
+def write_array_cache(
+    cache_file: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None]
+) -> np.ndarray:
+    """Build a uint8 ``.npy`` cache atomically and return it memory-mapped, read-only.
+
+    ``fill(out)`` writes every element of the (``shape``) memmap ``out``; it may also
+    write side files (they exist before the cache does). The array goes to a temporary
+    file in ``cache_file``'s folder and is moved into place with ``os.replace`` only once
+    complete, so an interrupted build (error, Ctrl-C, kill) never leaves a cache that a
+    later run would trust.
+    """
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{cache_file.stem}-", suffix=".npy",
+                               dir=cache_file.parent)
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _decode_into(out, paths, height, width, progress, workers)
+        fill(out)
         out.flush()
         del out
         os.replace(tmp, cache_file)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unreid.data.images import files_digest
+from unreid.data.images import files_digest, write_array_cache
 from unreid.errors import ConfigError, DataError
 from unreid.masks.base import MaskProvider, relative_image_name, resize_nearest, write_mask_png
 from unreid.masks.providers import FileMaskProvider, build_mask_provider
@@ -184,14 +184,8 @@ def load_masks(
         images = load_images(paths, height, width, cache_dir=cache_dir, progress=progress)
     provider.reset_stats()
     shape = (len(paths), 1, height, width)
-    if cache_file is None:
-        out = np.empty(shape, dtype=np.uint8)
-    else:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-masks-", suffix=".npy", dir=cache_file.parent)
-        os.close(fd)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    try:
+
+    def fill(out: np.ndarray) -> None:
         bar = progress_bar(total=len(paths), desc=f"masks ({provider.name})", unit="img",
                            enabled=progress)
         for i in range(0, len(paths), batch_size):
@@ -200,18 +194,15 @@ def load_masks(
             out[i : i + len(masks)] = masks > 0.5
             bar.update(len(masks))
         bar.close()
-        if cache_file is not None:
-            out.flush()
-            del out
+        if cache_file is not None:  # the sidecar exists before the cache file does
             meta = {"stats": provider.stats, "provider": provider.cache_key(paths)[:500]}
             _atomic_write_bytes(cache_file.with_suffix(".json"), json.dumps(meta).encode())
-            os.replace(tmp, cache_file)
-            return np.load(cache_file, mmap_mode="r")
-    except BaseException:
-        if cache_file is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+
+    if cache_file is None:
+        out = np.empty(shape, dtype=np.uint8)
+        fill(out)
+        return out
+    return write_array_cache(cache_file, shape, fill)
 
 
 def _all_paths(dataset: Any) -> list[str]:
