@@ -55,6 +55,7 @@ from _runs import (
     run_grid,
     select,
     summary,
+    train_identity_count,
     write_results,
 )
 
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args.set = [*(QUICK if q else ()), *args.set]
     out = Path(args.out or REPO / "runs" / ("ablation-quick" if q else "ablation"))
     rows = select(ROWS_SYNTH, args.rows)
+    if args.num_classes is None:
+        args.num_classes = train_identity_count(world)
 
     data = [f"data.root={world}"]
     gt = [*data, "masks.provider=synthetic", "masks.noise=0.0"]
@@ -127,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         "clustering on the fused input + foreground features. "
         "mAP, R1, R5, mINP in %; label ARI and multi-cam clusters (share of pseudo-label "
         "clusters spanning >= 2 cameras) from the last epoch's labels; minutes = wall time "
-        "of one run. Mean ± std (n-1) over seeds."
+        "of one run. Mean ± std (n-1) over seeds. "
+        f"pul and rsl: {args.num_classes} k-means classes, cluster.min_selected="
+        f"{args.min_selected:g}."
     )
     markdown = f"{header}\n\n{table}\n\n{notes}"
     print("\n" + markdown + "\n")
@@ -137,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "ablation_synth", "header": header, "command": command_line("ablation_synth.py"),
         "world": world, "dataset": about, "size": list(args.size), "backbone": args.backbone,
         "pretrained": args.pretrained, "epochs": args.epochs, "iters": args.iters,
-        "seeds": args.seeds, "mask_noise": args.mask_noise, "estimate": ESTIMATE,
+        "seeds": args.seeds, "num_classes": args.num_classes,
+        "min_selected": args.min_selected, "mask_noise": args.mask_noise, "estimate": ESTIMATE,
         "rows": result_rows, "markdown": markdown,
     })
     return 1 if any(o.status == "failed" for o in outcomes) else 0
