@@ -64,6 +64,7 @@ EPOCHS, ITERS = 6, 120
 ESTIMATE = "~95 min on 2 free cores for the 9 rows at 1 seed (see the module docstring)"
 COLUMNS = (Column("mAP", "mAP"), Column("R1", "R1"), Column("R5", "R5"), Column("R10", "R10"),
            Column("mINP", "mINP"), Column("label ARI", "ari", 1.0, 3),
+           Column("multi-cam clusters %", "multi_camera_share"),
            Column("minutes", "minutes", 1.0, 1),
            Column("peak memory GiB", "peak_mib", 1 / 1024, 2))
 
