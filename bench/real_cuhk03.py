@@ -69,6 +69,11 @@ COLUMNS = (Column("mAP", "mAP"), Column("R1", "R1"), Column("R5", "R5"), Column(
            Column("peak memory GiB", "peak_mib", 1 / 1024, 2))
 
 
+# The issue's rows; the foreground-only variant is left out (on the synthetic world it is
+# below the fused one, and mediapipe's foreground alone is worse than the images here).
+CUHK03_ROWS = [r for r in ROWS if r.key != "sfe_cr_fg"]
+
+
 def ensure_masks(data: Path) -> str | None:
     """Make the mediapipe masks of every image in ``MASKS`` unless there; a note on them for
     the table, or None without mediapipe."""
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args.backbone = args.backbone or "tf_efficientnet_lite0"
     data = Path(args.data).resolve()
     out = Path(args.out or REPO / "runs" / "cuhk03")
-    rows = select(ROWS, args.rows)
+    rows = select(CUHK03_ROWS, args.rows)
     if args.num_classes is None:
         # k-means classes of pul/rsl: the true 743 rounded down, as the RSL paper takes 700
         # for Duke's 702 identities
