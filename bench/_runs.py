@@ -83,7 +83,7 @@ ROWS: tuple[Row, ...] = (
         reads_masks=True, mask_sensitive=True),
     Row("sfe_cr_fused", "sfe_cr (fused)", (*SFE_CR, "method.global_features=fused"),
         reads_masks=True, mask_sensitive=True),
-    # the demo's recipe: the global clustering on the foreground features alone
+    # the global clustering on the foreground features alone (the demo's first recipe)
     Row("sfe_cr_fg", "sfe_cr (foreground)", (*SFE_CR, "method.global_features=foreground"),
         reads_masks=True, mask_sensitive=True),
 )
