@@ -15,24 +15,18 @@ running the script again reads finished runs back from their metrics.jsonl and r
 interrupted ones from their checkpoint. Writes bench/results/ablation_synth.json and
 prints a Markdown table for docs/benchmarks.md.
 
-    python bench/ablation_synth.py                       # the full table, ~100 min
+    python bench/ablation_synth.py --set cluster.eps=0.5  # the table: 13 rows x 2 seeds
     python bench/ablation_synth.py --quick               # smoke: tiny world, 1-2 min
     python bench/ablation_synth.py --rows cluster_contrast,sfe_cr --seeds 0
 
-Budget of the defaults (tf_efficientnet_lite0 at 128x64, 6 epochs x 50 steps of 8 x 4
-images, 2 seeds = 20 runs), estimated from component timings on the 2-core machine
-(``extract_features`` 160 img/s, a training step 0.33 s, both with the two cores free):
-
-- per run, fixed: start-up ~10 s + the evaluations before and after training (2 x 2,500
-  query + gallery images) ~32 s: 0.75 min, x 20 = 15 min;
-- per epoch: features of the 2,400 training images 15 s (30 s for the 6 runs per seed
-  that read masks and also extract F^g) + clustering ~2 s: 4.3 min per seed, x 6 epochs
-  x 2 seeds = 52 min;
-- steps: 300 per run x 0.33 s = 1.65 min, x 20 = 33 min;
-
-total ~100 min. While other engineers' trainings shared the cores, runs took 2.5-4.5x as
-long (timing runs of 1 epoch x 10 steps: 3.1-4.7 min per run against 1.1-1.3 min
-predicted), so on a busy machine the table needs several sittings (the script resumes).
+Budget of the defaults (tf_efficientnet_lite0 at 128x64, 4 epochs x 40 steps of 8 x 4
+images, no warm-up, seeds 0 and 1 = 26 runs), measured (docs/benchmarks.md): the 26 runs
+took 2 h 0 min of one core in total (3.3-6.3 min each with one thread beside another
+benchmark on the other core), so two invocations with disjoint ``--rows`` side by side
+fit one sitting of about an hour. Per run: start-up and the evaluations before and
+after, then per epoch the features of the 2,400 training images (twice for the runs
+that read masks) and the clustering, and 40 steps. On a busy machine runs take
+2.5-4.5x as long; the script resumes, so later sittings finish the table.
 """
 
 from __future__ import annotations
@@ -59,8 +53,8 @@ from _runs import (
     write_results,
 )
 
-EPOCHS, ITERS = 6, 50
-ESTIMATE = "~100 min on 2 free cores for the 20 runs (see the module docstring)"
+EPOCHS, ITERS = 4, 40
+ESTIMATE = "2 h 0 min of one core for the 26 runs (measured; see the module docstring)"
 
 # the variants' labels spelled as the config key, for the table
 _LABELS = {"sfe_cr_fused": "sfe_cr (global_features=fused)",
