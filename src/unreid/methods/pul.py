@@ -35,7 +35,6 @@ Camera labels are not used.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from unreid.cluster import pul_select
@@ -62,10 +61,9 @@ class PUL(ClassifierMethod):
         c = self.cfg.cluster
         k, estimated = self.num_classes_for(inputs)
         lam = pul_lambda(c.lambda_, c.lambda_step, inputs.epoch)
-        min_keep = math.ceil(float(c.min_selected) * inputs.features.shape[0])
         raw, _, selected = pul_select(
             inputs.features, k, lam, seed=round_seed(int(c.seed), inputs.epoch),
-            min_keep=min_keep,
+            min_keep=self.min_selected_count(inputs.features.shape[0]),
         )
         labels, num = dense_labels(raw)
         info: dict[str, Any] = {

@@ -160,6 +160,11 @@ class ClassifierMethod(Method):
             return num, False
         return estimate_num_classes(inputs.features, self.cfg.cluster), True
 
+    def min_selected_count(self, num_samples: int) -> int:
+        """``cluster.min_selected`` (a share) as the sample count the selection keeps at
+        least (:func:`unreid.cluster.selection.select_above`)."""
+        return math.ceil(float(self.cfg.cluster.min_selected) * int(num_samples))
+
     def init_scale(self, feature_dim: int) -> float:
         """Factor applied to the unit class centres that initialise the FC
         (:func:`centre_init_scale` at ``method.temperature``)."""
@@ -238,7 +243,7 @@ class RSL(ClassifierMethod):
         labels, soft, selected = reliable_soft_labels(
             inputs.features, camids, per_camera_k, num, float(c.lambda_),
             float(c.soft_temperature), seed=round_seed(int(c.seed), inputs.epoch),
-            min_keep=math.ceil(float(c.min_selected) * len(camids)),
+            min_keep=self.min_selected_count(len(camids)),
         )
         info = {
             "num_classes": num,
