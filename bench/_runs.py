@@ -14,6 +14,7 @@ Not a module of the library and never imported by the tests.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -425,6 +426,7 @@ def summary(outcomes: Sequence[Outcome], columns: Sequence[Column], variant_titl
     return "\n".join(lines), rows
 
 
+@functools.cache  # a bench asks for the class count and the description: list once
 def _load_dataset(root: str):
     from unreid.data import load_dataset
     from unreid.data.synth import default_world

@@ -14,22 +14,20 @@ gains or does not: the labels it trained on.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from _memory import write_json
+from _runs import read_records
 
 
 def epoch_rows(run_dir: Path) -> list[dict[str, Any]]:
     """One dict per trained epoch of ``run_dir`` (its label quality, info and eval)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    if not (run_dir / "metrics.jsonl").is_file():
         raise SystemExit(f"{run_dir}: no metrics.jsonl (pass a run folder of `unreid train`)")
     rows = []
-    for line in path.read_text().splitlines():
-        rec = json.loads(line) if line.strip() else {}
+    for rec in read_records(run_dir):
         q = rec.get("label_quality")
         if not q:
             continue

@@ -76,10 +76,11 @@ def cross_camera_cluster_pairs(features: torch.Tensor, labels: np.ndarray, pids:
     ids = np.unique(labels[labels >= 0])
     if len(ids) == 0:
         return 0, float("nan")
-    cent = F.normalize(torch.stack([features[torch.from_numpy(np.flatnonzero(labels == c))]
-                                    .mean(dim=0) for c in ids]), dim=1)
-    cam = np.array([np.bincount(camids[labels == c]).argmax() for c in ids])
-    who = np.array([np.bincount(pids[labels == c]).argmax() for c in ids])
+    members = [np.flatnonzero(labels == c) for c in ids]
+    cent = F.normalize(torch.stack([features[torch.from_numpy(m)].mean(dim=0)
+                                    for m in members]), dim=1)
+    cam = np.array([np.bincount(camids[m]).argmax() for m in members])
+    who = np.array([np.bincount(pids[m]).argmax() for m in members])
     sim = cent @ cent.T
     sim[torch.from_numpy(cam[:, None] == cam[None, :])] = -float("inf")  # other cameras only
     if not torch.isfinite(sim).any():
