@@ -1,13 +1,18 @@
-"""Camera-aware re-allocation (SFE-CR eqs. 4-5): the paper's Fig. 4 case, hand cases, properties."""
+"""Per-camera clusters and camera-aware re-allocation (SFE-CR eqs. 4-5): the paper's Fig. 4
+case, hand cases, properties."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unreid.cluster import reallocate_camera_clusters
+from unreid.cluster import camera_local_clusters, jaccard_dbscan, reallocate_camera_clusters
 from unreid.errors import ClusteringError
 
 
@@ -125,3 +130,69 @@ def test_reallocate_matches_reference_and_its_properties(labels, delta):
     renum = np.where(loc >= 0, (loc + 3 * cam + 1) % 7 + 10 * cam, -1)
     assert reallocate_camera_clusters(g, renum, cam, delta).tolist() == out.tolist()
     assert reallocate_camera_clusters(g, loc, cam, delta + 1.0).tolist() == g.tolist()
+
+
+# ---------------------------------------------------------------- per-camera clusters
+
+E = torch.eye(4)
+# camera 0: two people interleaved (e1, e0), 3 images each; camera 1: 3 images of e2 and
+# one of e3; camera 2: a single image; camera 5: three different people.
+LOCAL_CAMS = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 5, 5, 5])
+LOCAL_FEATS = E[[1, 0, 1, 0, 1, 0, 2, 3, 2, 2, 0, 0, 1, 2]]
+
+
+def test_camera_local_clusters_numbers_each_camera_from_zero() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cameras without a cluster are counted, not warned
+        labels, info = camera_local_clusters(
+            LOCAL_FEATS, LOCAL_CAMS, k1=3, k2=1, eps=0.5, min_samples=2
+        )
+    assert labels.tolist() == [0, 1, 0, 1, 0, 1, 0, -1, 0, 0, -1, -1, -1, -1]
+    assert labels.dtype == np.int64
+    assert info == {
+        "local_clusters": 3,  # two in camera 0, one in camera 1
+        "local_outliers": 5,
+        "cameras_without_local_clusters": 2,  # camera 2 (one image) and camera 5
+    }
+
+
+def test_camera_local_clusters_skip_cameras_below_min_samples() -> None:
+    labels, info = camera_local_clusters(
+        LOCAL_FEATS, LOCAL_CAMS, k1=3, k2=1, eps=0.5, min_samples=5
+    )
+    # camera 0 (6 images) is clustered but has no core sample; cameras 1, 2, 5 are too small
+    assert (labels == -1).all()
+    assert info["cameras_without_local_clusters"] == 4 and info["local_clusters"] == 0
+
+
+def test_camera_local_clusters_lower_k_to_each_camera_size() -> None:
+    labels, _ = camera_local_clusters(LOCAL_FEATS, LOCAL_CAMS, k1=30, k2=6, eps=0.5,
+                                      min_samples=2)
+    for cam, n in ((0, 6), (1, 4), (5, 3)):
+        rows = np.flatnonzero(np.equal(LOCAL_CAMS, cam))
+        alone = jaccard_dbscan(LOCAL_FEATS[rows], k1=n, k2=min(6, n), eps=0.5, min_samples=2,
+                               warn=False)
+        assert labels[rows].tolist() == alone.tolist()
+
+
+def test_camera_local_clusters_equal_one_run_per_camera_on_random_features() -> None:
+    gen = torch.Generator().manual_seed(1)
+    centres = F.normalize(torch.randn(4, 8, generator=gen), dim=1)
+    x = F.normalize(centres.repeat_interleave(12, 0) + 0.3 * torch.randn(48, 8, generator=gen),
+                    dim=1)
+    cams = torch.randint(0, 3, (48,), generator=gen).numpy()
+    labels, info = camera_local_clusters(x, cams, k1=6, k2=2, eps=0.6, min_samples=3)
+    total = 0
+    for cam in range(3):
+        rows = np.flatnonzero(cams == cam)
+        alone = jaccard_dbscan(x[rows], k1=6, k2=2, eps=0.6, min_samples=3, warn=False)
+        assert labels[rows].tolist() == alone.tolist()
+        total += len(set(alone.tolist()) - {-1})
+    assert info["local_clusters"] == total
+    assert info["local_outliers"] == int((labels < 0).sum())
+
+
+def test_camera_local_clusters_need_one_camera_per_row() -> None:
+    with pytest.raises(ClusteringError, match="14 features but 3 camera ids"):
+        camera_local_clusters(LOCAL_FEATS, np.zeros(3, dtype=np.int64), k1=3, k2=1, eps=0.5,
+                              min_samples=2)

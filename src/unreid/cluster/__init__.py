@@ -1,22 +1,48 @@
-"""cluster stage of the unreid pipeline: pure functions on arrays/tensors that turn
-features into pseudo-labels (no models, no files)."""
+"""cluster stage of the unreid pipeline: pure functions that turn features into pseudo-labels.
 
-from .camera import reallocate_camera_clusters
+What belongs here: functions of arrays, tensors and plain numbers only (features,
+labels, camera ids, k, eps, a seed), returning arrays and numbers. No config
+objects, no models, no files, no notion of epochs or training; invalid input
+raises :class:`unreid.errors.ClusteringError`. Each is tested exactly in
+``tests/test_cluster_*.py`` on small hand-made cases (plus properties on random
+ones), without building a method.
+
+What does not: deciding *when* and *with what* these run (which config knobs,
+which features, which seed for which epoch, what to do when nothing clusters)
+is composition and lives in :mod:`unreid.methods`.
+
+Modules: ``knn`` and ``jaccard`` (k-reciprocal distances), ``dbscan``,
+``density`` (Jaccard + DBSCAN in one call, the class-count estimate), ``kmeans``,
+``selection`` (RSL's reliable/soft labels, PUL's selection), ``camera``
+(per-camera clusters, camera-aware re-allocation), ``labels`` (dense ids,
+counts, class centres), ``quality`` (label metrics against the truth).
+"""
+
+from .camera import camera_local_clusters, reallocate_camera_clusters
 from .dbscan import dbscan
+from .density import estimate_num_classes, jaccard_dbscan, shrink_k
 from .jaccard import jaccard_distance, rerank
 from .kmeans import kmeans
 from .knn import knn
+from .labels import class_centres, dense_labels, num_clusters
 from .quality import label_quality
 from .selection import pul_select, reliable_soft_labels
 
 __all__ = [
+    "camera_local_clusters",
+    "class_centres",
     "dbscan",
+    "dense_labels",
+    "estimate_num_classes",
+    "jaccard_dbscan",
     "jaccard_distance",
     "kmeans",
     "knn",
     "label_quality",
+    "num_clusters",
     "pul_select",
     "reallocate_camera_clusters",
     "reliable_soft_labels",
     "rerank",
+    "shrink_k",
 ]

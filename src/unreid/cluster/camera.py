@@ -1,9 +1,11 @@
-"""Camera-aware re-allocation of global clusters (SFE-CR, eqs. 4-5).
+"""Per-camera clusters and their camera-aware re-allocation into global ones (SFE-CR, eqs. 4-5).
 
 Global DBSCAN clusters on re-ID features tend to split one person by camera
-(background and light dominate). Clustering *inside* each camera (on foreground
-features in SFE-CR) gives small, reliable local clusters; when most of a local
-cluster already sits in one global cluster, its remaining samples are pulled in.
+(background and light dominate). Clustering *inside* each camera
+(:func:`camera_local_clusters`; on foreground features in SFE-CR) gives small,
+reliable local clusters; when most of a local cluster already sits in one
+global cluster, its remaining samples are pulled in
+(:func:`reallocate_camera_clusters`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
+from unreid.cluster.density import jaccard_dbscan, shrink_k
+from unreid.cluster.labels import num_clusters
 from unreid.errors import ClusteringError
 
-__all__ = ["reallocate_camera_clusters"]
+__all__ = ["camera_local_clusters", "reallocate_camera_clusters"]
 
 
 def _as_labels(a: np.ndarray, name: str) -> np.ndarray:
@@ -104,3 +109,67 @@ def reallocate_camera_clusters(
     moved = target[lid] >= 0
     out[in_local[moved]] = target[lid[moved]]
     return out
+
+
+def camera_local_clusters(
+    features: np.ndarray | torch.Tensor,
+    camids: np.ndarray,
+    *,
+    k1: int,
+    k2: int,
+    eps: float,
+    min_samples: int,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Jaccard + DBSCAN inside each camera (SFE-CR's local clusters).
+
+    A camera with fewer images than ``k1`` is clustered with ``k1`` and ``k2``
+    lowered to fit (:func:`~unreid.cluster.density.shrink_k`); a camera with
+    fewer than ``max(2, min_samples)`` images cannot hold a cluster of two or
+    more and gets no local cluster (all ``-1``). A camera without a cluster
+    issues no warning: ``info`` counts them.
+
+    Args:
+        features: (N, D) float features.
+        camids: (N,) int camera of each sample.
+        k1, k2: Jaccard neighbourhood sizes.
+        eps: DBSCAN radius of the local runs, in Jaccard distance.
+        min_samples: DBSCAN core size of the local runs.
+
+    Returns:
+        labels: (N,) int64, local cluster ids numbered from 0 within each camera
+            (by lowest sample index), ``-1`` for local outliers.
+        info: ``local_clusters`` (total over cameras), ``local_outliers`` and
+            ``cameras_without_local_clusters``.
+
+    Raises:
+        ClusteringError: ``camids`` does not have one entry per feature row.
+    """
+    cam = np.asarray(camids, dtype=np.int64).reshape(-1)
+    if len(cam) != features.shape[0]:
+        raise ClusteringError(
+            f"camera_local_clusters: {features.shape[0]} features but {len(cam)} camera ids"
+        )
+    rows = torch.as_tensor(features)
+    labels = np.full(len(cam), -1, dtype=np.int64)
+    total, empty = 0, 0
+    smallest = max(2, int(min_samples))
+    for c in np.unique(cam):
+        idx = np.flatnonzero(cam == c)
+        if len(idx) < smallest:
+            empty += 1
+            continue
+        small_k1, small_k2 = shrink_k(k1, k2, len(idx))
+        local = jaccard_dbscan(
+            rows[torch.from_numpy(idx).to(rows.device)], k1=small_k1, k2=small_k2, eps=eps,
+            min_samples=int(min_samples), warn=False,
+        )
+        labels[idx] = local
+        found = num_clusters(local)
+        total += found
+        empty += found == 0
+    info = {
+        "local_clusters": total,
+        "local_outliers": int((labels < 0).sum()),
+        "cameras_without_local_clusters": empty,
+    }
+    return labels, info
