@@ -1,4 +1,5 @@
-"""Methods: the registry, label containers, cluster_contrast labels and head, supervised labels."""
+"""Methods: the registry, label containers, shared helpers, cluster_contrast labels and head,
+supervised labels."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from unreid.methods import (
     get_method,
     register_method,
 )
-from unreid.methods.cluster_contrast import ClusterContrast, dense_labels, require_clusters
+from unreid.methods.cluster_contrast import ClusterContrast
+from unreid.methods.common import camera_ids, require_clusters, round_seed
 from unreid.methods.supervised import Supervised
 
 
@@ -49,18 +51,28 @@ def test_register_method_rejects_duplicates_and_non_methods() -> None:
         register_method("_x")(int)  # type: ignore[arg-type]
 
 
-def test_dense_labels_renumbers_and_keeps_outliers() -> None:
-    labels, num = dense_labels(np.array([7, -1, 3, 7, 9, -1]))
-    assert labels.tolist() == [1, -1, 0, 1, 2, -1] and num == 3
-    assert dense_labels(np.array([-1, -1]))[1] == 0
-
-
 def test_zero_clusters_names_the_eps_knob() -> None:
     with pytest.raises(TrainingError) as err:
         require_clusters(np.full(5, -1), 2, knob="cluster.eps", value=0.6)
     msg = str(err.value)
     assert "epoch 3" in msg and "cluster.eps=0.6" in msg and "\n" not in msg
     assert require_clusters(np.array([0, 1, -1, 1]), 0, knob="cluster.eps", value=0.6) == 2
+
+
+def test_camera_ids_are_all_zero_when_the_data_has_no_cameras() -> None:
+    def ids(has_cameras: bool) -> np.ndarray:
+        return camera_ids(LabelInputs(features=torch.zeros(3, 2), camids=np.array([2, 0, 1]),
+                                      has_cameras=has_cameras, epoch=0))
+
+    assert ids(True).tolist() == [2, 0, 1] and ids(True).dtype == np.int64
+    assert ids(False).tolist() == [0, 0, 0] and ids(False).dtype == np.int64
+
+
+def test_round_seed_is_fixed_per_seed_and_epoch() -> None:
+    # Pinned values: a resumed run must draw the same clustering seed for an epoch.
+    assert [round_seed(0, 0), round_seed(0, 1), round_seed(1, 0)] == [
+        2968811710, 3964924996, 1835504127,
+    ]
 
 
 def test_pseudo_labels_state_roundtrip() -> None:

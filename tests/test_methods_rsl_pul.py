@@ -15,19 +15,16 @@ import torch
 import torch.nn.functional as F
 from helpers import Kill
 
+from unreid.cluster import class_centres
 from unreid.config import ModelConfig, load_config
 from unreid.data.sampler import RandomBatchSampler
 from unreid.engine import train
 from unreid.engine.checkpoint import CHECKPOINT, STEP_CHECKPOINT, load_checkpoint
 from unreid.losses import cross_entropy_smooth
 from unreid.methods import LabelInputs, PseudoLabels, build_method
+from unreid.methods.heads import centre_init_scale
 from unreid.methods.pul import LAMBDA_CAP, PUL, pul_lambda
-from unreid.methods.rsl import (
-    RSL,
-    centre_init_scale,
-    class_centres,
-    estimate_num_classes,
-)
+from unreid.methods.rsl import RSL
 from unreid.models import build_model
 
 DIM = 96
@@ -132,15 +129,14 @@ def test_num_classes_zero_is_estimated_by_dbscan() -> None:
     centres = F.normalize(torch.randn(6, DIM, generator=gen), dim=1)
     x = F.normalize(centres.repeat_interleave(8, 0) + 0.05 * torch.randn(48, DIM, generator=gen),
                     dim=1)
-    c = cfg("cluster.k1=10", "cluster.k2=3").cluster
-    assert estimate_num_classes(x, c) == 6
     method = build_method(cfg("method.name=rsl", "cluster.k1=10", "cluster.k2=3",
                               "cluster.num_classes=0"))
     labels = method.make_labels(inputs(x, np.arange(48) % 2))
     assert labels.num_classes == 6 and labels.info["num_classes_estimated"] is True
     # nothing clusters: still a two-class problem, never zero or one class
     spread = F.normalize(torch.randn(20, DIM, generator=gen), dim=1)
-    assert estimate_num_classes(spread, cfg("cluster.eps=0.01").cluster) == 2
+    method = build_method(cfg("method.name=rsl", "cluster.eps=0.01", "cluster.num_classes=0"))
+    assert method.num_classes_for(inputs(spread, np.zeros(20, dtype=np.int64))) == (2, True)
 
 
 def tiny_model():

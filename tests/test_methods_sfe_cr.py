@@ -26,13 +26,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unreid.cluster import reallocate_camera_clusters
+from unreid.cluster import camera_local_clusters, jaccard_dbscan, reallocate_camera_clusters
 from unreid.config import load_config
 from unreid.engine import train
 from unreid.errors import ConfigError
 from unreid.methods import LabelInputs, build_method
-from unreid.methods.cluster_contrast import MemoryMethod, jaccard_dbscan
-from unreid.methods.sfe_cr import SFECR, camera_local_clusters, global_feature_set
+from unreid.methods.heads import MemoryMethod
+from unreid.methods.sfe_cr import SFECR, global_feature_set
 
 PER = 6
 BG_SAMPLE, LOOKALIKE = PER - 1, 4 * PER - 1  # 5 and 23

@@ -3,14 +3,14 @@
 The RSL paper's baseline. Each round (one round = one epoch here):
 
 1. spherical k-means of all training features into K clusters
-   (``cluster.num_classes``; 0 = :func:`~unreid.methods.rsl.estimate_num_classes`);
+   (``cluster.num_classes``; 0 = :func:`unreid.cluster.estimate_num_classes`);
 2. keep the samples whose cosine similarity to their cluster centre is greater
    than lambda (:func:`unreid.cluster.pul_select`);
 3. fine-tune a classifier (the model's FC, dropout ``model.dropout`` before it;
    PUL uses 0.5) with label-smoothed cross entropy on the kept samples only, in
    random batches of ``optim.num_identities x optim.num_instances`` images drawn
    from them (PUL: 16). The FC starts from the kept samples' class centres, as
-   RSL's (:func:`~unreid.methods.rsl.centre_init_scale`), not from PUL's
+   RSL's (:func:`~unreid.methods.heads.centre_init_scale`), not from PUL's
    ``RandomNormal(stddev=0.001)``: PUL trains its fresh FC for 20 passes over the
    selection each round, whereas a round here is one epoch of ``optim.iters``
    steps, too few for a random FC to leave chance level (measured on the tiny
@@ -37,11 +37,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from unreid.cluster import pul_select
+from unreid.cluster import dense_labels, pul_select
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.cluster_contrast import dense_labels
+from unreid.methods.common import round_seed
+from unreid.methods.heads import ClassifierMethod
 from unreid.methods.registry import register_method
-from unreid.methods.rsl import ClassifierMethod, round_seed
 
 __all__ = ["LAMBDA_CAP", "PUL", "pul_lambda"]
 

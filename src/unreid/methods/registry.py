@@ -25,7 +25,8 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type[Method]] = {}
-_NOT_METHODS = {"base", "registry"}
+# Modules of the package that hold shared parts, not a method.
+_NOT_METHODS = {"base", "common", "heads", "registry"}
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:

@@ -7,7 +7,8 @@ network; the engine extracts both because ``uses_masks`` is set):
 1. global clusters: Jaccard + DBSCAN (``cluster.k1``, ``k2``, ``eps``,
    ``min_samples``) on ``method.global_features``: ``input`` (``F^x``, the
    paper), ``foreground`` (``F^g``) or ``fused`` (``normalize(F^x + F^g)``);
-2. local clusters: Jaccard + DBSCAN *inside each camera* (``cluster.local_eps``,
+2. local clusters: Jaccard + DBSCAN *inside each camera*
+   (:func:`unreid.cluster.camera_local_clusters`, ``cluster.local_eps``,
    ``cluster.local_min_samples``) on ``F^g`` (``method.sfe=true``) or on ``F^x``
    (``sfe=false``, the ablation): within one camera background and light are
    shared, so the foreground decides;
@@ -50,23 +51,24 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unreid.cluster import reallocate_camera_clusters
+from unreid.cluster import (
+    camera_local_clusters,
+    dense_labels,
+    jaccard_dbscan,
+    num_clusters,
+    reallocate_camera_clusters,
+)
 from unreid.config import Config
 from unreid.errors import ConfigError, TrainingError
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.cluster_contrast import (
-    MemoryMethod,
-    dense_labels,
-    jaccard_dbscan,
-    require_clusters,
-)
+from unreid.methods.common import camera_ids, require_clusters
+from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
-__all__ = ["GLOBAL_FEATURES", "SFECR", "camera_local_clusters", "global_feature_set"]
+__all__ = ["GLOBAL_FEATURES", "SFECR", "global_feature_set"]
 
 GLOBAL_FEATURES = ("input", "foreground", "fused")
 
@@ -94,69 +96,13 @@ def global_feature_set(
         return fg_features
     if name == "fused":
         return F.normalize(features.float() + fg_features.float(), dim=1)
-    raise ConfigError(
+    raise _unknown_global_features(name)
+
+
+def _unknown_global_features(name: str) -> ConfigError:
+    return ConfigError(
         f"method.global_features={name!r} is unknown: use one of {', '.join(GLOBAL_FEATURES)}"
     )
-
-
-def camera_local_clusters(
-    features: torch.Tensor,
-    camids: np.ndarray,
-    *,
-    k1: int,
-    k2: int,
-    eps: float,
-    min_samples: int,
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Jaccard + DBSCAN inside each camera (SFE-CR's local clusters).
-
-    A camera with fewer images than ``k1`` uses ``k1 = k2 = min(k, n_images)``
-    (``k2`` capped by the lowered ``k1``); a camera with fewer than
-    ``max(2, min_samples)`` images gets no local cluster (all ``-1``).
-
-    Args:
-        features: (N, D) float features (F^g for SFE, F^x for the ablation).
-        camids: (N,) int camera of each sample.
-        k1, k2: Jaccard neighbourhood sizes (``cluster.k1``, ``cluster.k2``).
-        eps: DBSCAN radius of the local runs (``cluster.local_eps``).
-        min_samples: DBSCAN core size of the local runs (``cluster.local_min_samples``).
-
-    Returns:
-        labels: (N,) int64, local cluster ids numbered from 0 within each camera,
-            ``-1`` for local outliers.
-        info: ``local_clusters`` (total over cameras), ``local_outliers``,
-            ``cameras_without_local_clusters``.
-    """
-    cam = np.asarray(camids, dtype=np.int64).reshape(-1)
-    if len(cam) != features.shape[0]:
-        raise ValueError(f"{features.shape[0]} features but {len(cam)} camera ids")
-    labels = np.full(len(cam), -1, dtype=np.int64)
-    total, empty = 0, 0
-    smallest = max(2, int(min_samples))
-    for c in np.unique(cam):
-        idx = np.flatnonzero(cam == c)
-        n = len(idx)
-        if n < smallest:
-            empty += 1
-            continue
-        kk1 = min(int(k1), n)
-        with warnings.catch_warnings():
-            # One camera without a local cluster is normal; the summary below says it.
-            warnings.simplefilter("ignore", UserWarning)
-            local = jaccard_dbscan(
-                features[torch.from_numpy(idx)], k1=kk1, k2=min(int(k2), kk1), eps=eps,
-                min_samples=int(min_samples),
-            )
-        labels[idx] = local
-        found = int(local.max()) + 1 if (local >= 0).any() else 0
-        total += found
-        empty += found == 0
-    info = {
-        "local_clusters": total,
-        "local_outliers": int((labels < 0).sum()),
-        "cameras_without_local_clusters": empty,
-    }
-    return labels, info
 
 
 @register_method("sfe_cr")
@@ -170,10 +116,7 @@ class SFECR(MemoryMethod):
         super().__init__(cfg)
         self.global_features = str(cfg.method.global_features)
         if self.global_features not in GLOBAL_FEATURES:
-            raise ConfigError(
-                f"method.global_features={self.global_features!r} is unknown: use one of "
-                f"{', '.join(GLOBAL_FEATURES)}"
-            )
+            raise _unknown_global_features(self.global_features)
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         c, m = self.cfg.cluster, self.cfg.method
@@ -182,14 +125,12 @@ class SFECR(MemoryMethod):
             feats, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples
         )
         info: dict[str, Any] = {
-            "global_clusters": int(global_labels.max()) + 1 if (global_labels >= 0).any() else 0,
+            "global_clusters": num_clusters(global_labels),
             "global_outliers": int((global_labels < 0).sum()),
         }
         labels = global_labels
         if bool(m.cr):
-            camids = np.asarray(inputs.camids, dtype=np.int64)
-            if not inputs.has_cameras:
-                camids = np.zeros_like(camids)
+            camids = camera_ids(inputs)
             local_feats = inputs.features
             if bool(m.sfe):
                 if inputs.fg_features is None:

@@ -1,0 +1,42 @@
+"""Helpers the methods share to turn an epoch's inputs into cluster calls.
+
+Each is a small decision a method makes about *what* the ``unreid.cluster``
+functions run with (which camera ids, which seed for this epoch) or about what
+their result means for training (no cluster at all stops it); the clustering
+itself is in :mod:`unreid.cluster`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unreid.cluster import num_clusters
+from unreid.errors import TrainingError
+from unreid.methods.base import LabelInputs
+
+__all__ = ["camera_ids", "require_clusters", "round_seed"]
+
+
+def camera_ids(inputs: LabelInputs) -> np.ndarray:
+    """(N,) int64 camera of each sample, all 0 when the data has no camera labels
+    (a camera-aware step then treats every image as one camera)."""
+    camids = np.asarray(inputs.camids, dtype=np.int64)
+    return camids if inputs.has_cameras else np.zeros_like(camids)
+
+
+def round_seed(seed: int, epoch: int) -> int:
+    """The clustering seed of ``epoch``: an independent stream per (``cluster.seed``, epoch)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+def require_clusters(labels: np.ndarray, epoch: int, *, knob: str, value: float) -> int:
+    """Number of clusters in (N,) ``labels``; a one-line TrainingError naming ``knob`` (set
+    to ``value``) when there is none, since a head with no class cannot train."""
+    num = num_clusters(labels)
+    if num == 0:
+        raise TrainingError(
+            f"clustering at epoch {epoch + 1} found no cluster: all {np.size(labels)} training "
+            f"images are outliers at {knob}={value}; raise {knob} (or lower "
+            "cluster.min_samples)"
+        )
+    return num
