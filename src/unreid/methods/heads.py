@@ -62,8 +62,10 @@ class MemoryMethod(Method):
         self._targets = self.device_labels(labels, device)
 
     def loss(
-        self, out, index: torch.Tensor, gather: Gather = identity_gather
+        self, out: Any, index: torch.Tensor, gather: Gather = identity_gather
     ) -> torch.Tensor:
+        """InfoNCE of the batch's features against the class centroids (every sample of a
+        batch is labelled: the P x K sampler never draws an outlier)."""
         assert self.head is not None and self._targets is not None, "build_head first"
         feats = out.feat_norm
         targets = self._targets[index]
