@@ -102,9 +102,16 @@ def cmd_train(args: argparse.Namespace) -> None:
           overrides=(args.set or []) if cfg is None else ())
 
 
+def _check_batch_size(args: argparse.Namespace) -> None:
+    from unreid.config import check_value
+
+    check_value("eval.batch_size", args.batch_size, "--batch-size")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from unreid.engine.inference import evaluate_checkpoint
 
+    _check_batch_size(args)
     result = evaluate_checkpoint(
         args.checkpoint, _load(args), rerank=args.rerank, batch_size=args.batch_size
     )
@@ -114,6 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     from unreid.engine.inference import extract_to_npz
 
+    _check_batch_size(args)
     path = extract_to_npz(args.checkpoint, _load(args), args.out, batch_size=args.batch_size)
     print(f"features written to {path}")
 
@@ -139,6 +147,7 @@ def cmd_masks(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     from unreid.engine.search import search
 
+    _check_batch_size(args)
     result = search(
         args.checkpoint,
         gallery=args.gallery,
@@ -221,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
 
     p = add("train", cmd_train, "train a model with an unsupervised (or supervised) method")
-    p.add_argument("--config", action="append", help="YAML config (repeatable, merged in order)")
+    p.add_argument("--config", action="extend", nargs="+", metavar="YAML",
+                   help="YAML config(s), merged left to right (later files win; repeatable)")
     p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                    help="overrides, e.g. --set cluster.eps=0.6 optim.epochs=20 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")

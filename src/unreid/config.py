@@ -7,17 +7,33 @@ types and rejects unknown keys, so a typo in a YAML file or an override fails
 at once with the key's name. Every run saves its resolved config as
 ``RUN_DIR/config.yaml``.
 
+Configs inherit: a file's ``_base_`` key names one file or a list of files
+(paths relative to the naming file) merged in order before the file's own
+keys, so a dataset config is the handful of keys that differ from its method's
+base (``configs/base/``). Several files given to :func:`load_config` (``unreid
+train --config a.yaml b.yaml``) merge the same way, left to right.
+
+:func:`validate_config` checks every value against its allowed range (:data:`RULES`)
+before any work starts, so ``optim.epochs=0`` or ``cluster.eps=1.5`` fail with
+one line instead of after data loading. Recipes shipped inside the package
+(the demo's) live in ``unreid/recipes/`` and load through the same loader
+(:func:`recipe_path`).
+
 Each section belongs to one pipeline stage; the stage's pure functions take
 plain arguments, and only ``methods/`` and ``engine/`` read these sections.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+import yaml
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from unreid.errors import ConfigError
@@ -31,11 +47,19 @@ __all__ = [
     "MethodConfig",
     "ModelConfig",
     "OptimConfig",
+    "RULES",
+    "Rule",
     "RunConfig",
+    "check_value",
     "load_config",
+    "recipe_path",
     "save_config",
     "to_container",
+    "validate_config",
 ]
+
+BASE_KEY = "_base_"  # in a YAML file: the file(s) it inherits from
+RECIPES = Path(__file__).with_name("recipes")  # package data: recipes such as the demo's
 
 
 @dataclass
@@ -110,7 +134,7 @@ class MethodConfig:
     momentum: float = 0.2  # cluster memory update momentum
     label_smoothing: float = 0.1  # classification methods
     soft_weight: float = 1.0  # RSL: weight of the soft-label loss
-    augment: str = "cluster_contrast"  # cluster_contrast | rsl
+    augment: str = "cluster_contrast"  # cluster_contrast | rsl | none
     # SFE-CR ablation switches
     sfe: bool = True  # per-camera clustering on foreground features (else on input features)
     cr: bool = True  # camera-aware re-allocation on/off
@@ -165,24 +189,27 @@ class Config:
 
 
 def load_config(
-    files: list[str | Path] | tuple[str | Path, ...] = (),
-    overrides: list[str] | tuple[str, ...] = (),
+    files: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
 ) -> Config:
-    """Defaults, then each YAML file in order, then ``key=value`` overrides.
+    """Defaults, then each YAML file in order (with its ``_base_`` files), then overrides.
+
+    Args:
+        files: YAML files merged left to right; each file's ``_base_`` (a path or a
+            list of paths, relative to that file) is merged just before its own keys.
+        overrides: ``key=value`` strings (``cluster.eps=0.6``), applied last.
 
     Returns a typed :class:`Config` (an OmegaConf structured config object that
-    behaves like the dataclass). Raises :class:`ConfigError` with the offending
-    file or key on a typo, a wrong type or a malformed override.
+    behaves like the dataclass) whose values are checked by :func:`validate_config`;
+    keys left unset (``data.root`` without a file or override naming it) stay
+    unset, for a caller to fill before :func:`validate_config` with
+    ``allow_missing=False`` (what ``train`` calls). Raises :class:`ConfigError` with
+    the offending file (and line) or key on a typo, a wrong type, a YAML syntax
+    error, a ``_base_`` cycle, a malformed override or an out-of-range value.
     """
     merged = OmegaConf.structured(Config)
     for path in files:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found: pass an existing YAML file")
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"{path}: {_first_line(exc)}") from None
+        merged = _merge_file(merged, Path(path), ())
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. cluster.eps=0.6")
@@ -190,7 +217,220 @@ def load_config(
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"--set: {_first_line(exc)}") from None
+    validate_config(merged, allow_missing=True)  # type: ignore[arg-type]
     return merged  # type: ignore[return-value]
+
+
+def recipe_path(name: str) -> Path:
+    """The YAML file of a recipe shipped with the package (``unreid/recipes/NAME.yaml``)."""
+    path = RECIPES / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+        raise ConfigError(f"no recipe {name!r} in {RECIPES}: use one of {known}")
+    return path
+
+
+def _merge_file(merged: DictConfig, path: Path, chain: tuple[Path, ...]) -> DictConfig:
+    """``merged`` + the ``_base_`` files of ``path`` (in order) + ``path``'s own keys.
+
+    ``chain`` holds the files whose ``_base_`` led here, to refuse a cycle.
+    """
+    if not path.is_file():
+        named = f" (named in {chain[-1]}'s {BASE_KEY})" if chain else ""
+        raise ConfigError(f"config file {path} not found{named}: pass an existing YAML file")
+    key = path.resolve()
+    if key in {p.resolve() for p in chain}:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"{BASE_KEY} cycle: {cycle}: remove one of these {BASE_KEY} entries")
+    own = _read_yaml(path)
+    bases: Any = own.pop(BASE_KEY, [])
+    if isinstance(bases, ListConfig):
+        bases = OmegaConf.to_container(bases)
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(
+            f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}"
+        )
+    for base in bases:
+        merged = _merge_file(merged, path.parent / base, (*chain, path))
+    try:
+        return OmegaConf.merge(merged, own)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{path}: {_first_line(exc)}") from None
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    """The mapping at the top of a YAML file; a syntax error is one line with its line number."""
+    try:
+        data = OmegaConf.load(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text: save the config as UTF-8 YAML") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        what = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            # where the broken construct began, e.g. an unclosed [ lines earlier
+            what += f" ({exc.context} from line {exc.context_mark.line + 1})"
+        raise ConfigError(f"{path}{where}: YAML syntax error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML syntax error: {_first_line(exc)}") from None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"{path}: a config is a mapping of sections (data:, model:, ...), "
+                          "not a list")
+    return data
+
+
+# ---------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The allowed values of one key: ``check(value)`` is True when ``value`` is allowed,
+    ``allowed`` says which (the second half of the error line)."""
+
+    check: Callable[[Any], bool]
+    allowed: str
+
+
+def _number(value: Any, integer: bool) -> bool:
+    if isinstance(value, bool):
+        return False
+    if integer:
+        return isinstance(value, int)
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _interval(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+              hi_open: bool = False, integer: bool = False) -> Rule:
+    """Numbers in an interval (finite; integers when ``integer``), e.g. ``(0, 1]``."""
+
+    def check(v: Any) -> bool:
+        if not _number(v, integer):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return not (hi is not None and (v >= hi if hi_open else v > hi))
+
+    kind = "an integer" if integer else "a finite number"
+    if lo is not None and hi is not None:
+        allowed = f"{kind} in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        allowed = f"{kind} {'>' if lo_open else '>='} {lo:g}"
+    elif hi is not None:
+        allowed = f"{kind} {'<' if hi_open else '<='} {hi:g}"
+    else:
+        allowed = kind
+    return Rule(check, allowed)
+
+
+def _one_of(*choices: str | int) -> Rule:
+    return Rule(lambda v: not isinstance(v, bool) and v in choices,
+                f"one of {', '.join(str(c) for c in choices)}")
+
+
+def _matches(pattern: str, allowed: str) -> Rule:
+    regex = re.compile(pattern)
+    return Rule(lambda v: isinstance(v, str) and regex.fullmatch(v) is not None, allowed)
+
+
+_POSITIVE_INT = _interval(1, integer=True)
+_COUNT = _interval(0, integer=True)  # 0 has a meaning (off, or estimate from the data)
+_SHARE = _interval(0, 1, lo_open=True)  # a threshold or share that 0 would make empty
+
+# The allowed values of every checked key. Names that registries resolve at run time
+# (method.name, model.backbone) are left to the registry, which names the choices when
+# it is asked: a plug-in may register more before train() runs. The string choices
+# repeat the owning modules' tuples because importing those would pull in torch; a
+# test keeps the two equal.
+RULES: dict[str, Rule] = {
+    "data.layout": _one_of("auto", "market", "msmt17", "folder"),
+    "data.height": _POSITIVE_INT,
+    "data.width": _POSITIVE_INT,
+    "model.last_stride": _one_of(1, 2),
+    "model.pooling": _one_of("avg", "gem"),
+    "model.dropout": _interval(0, 1, hi_open=True),
+    "model.feature": _one_of("auto", "bn", "pool"),
+    "cluster.k1": _POSITIVE_INT,
+    "cluster.k2": _POSITIVE_INT,
+    "cluster.eps": _SHARE,  # a Jaccard distance is in [0, 1]
+    "cluster.min_samples": _POSITIVE_INT,
+    "cluster.local_eps": _SHARE,
+    "cluster.local_min_samples": _POSITIVE_INT,
+    "cluster.delta": _interval(0, lo_open=True),  # > 1 turns re-allocation off
+    "cluster.num_classes": _COUNT,
+    "cluster.per_camera_k": _COUNT,
+    "cluster.lambda_": _SHARE,  # a cosine threshold: above 1 nothing is selected
+    "cluster.min_selected": _interval(0, 1),
+    "cluster.soft_temperature": _interval(0, lo_open=True),
+    "cluster.lambda_step": _interval(0),
+    "masks.provider": _one_of("none", "synthetic", "png", "mediapipe"),
+    "masks.noise": _interval(0, 1),
+    "method.temperature": _interval(0, lo_open=True),
+    "method.momentum": _interval(0, 1),
+    "method.label_smoothing": _interval(0, 1, hi_open=True),
+    "method.soft_weight": _interval(0),
+    "method.augment": _one_of("cluster_contrast", "rsl", "none"),
+    "method.global_features": _one_of("input", "foreground", "fused"),
+    "optim.lr": _interval(0, lo_open=True),
+    "optim.weight_decay": _interval(0),
+    "optim.warmup_epochs": _COUNT,
+    "optim.warmup_factor": _SHARE,
+    "optim.step_size": _COUNT,  # 0 = no step decay
+    "optim.gamma": _SHARE,
+    "optim.epochs": _POSITIVE_INT,
+    "optim.iters": _POSITIVE_INT,
+    "optim.num_instances": _POSITIVE_INT,
+    "optim.num_identities": _POSITIVE_INT,
+    "eval.batch_size": _POSITIVE_INT,
+    "eval.max_rank": _POSITIVE_INT,
+    "run.device": _matches(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"),
+    "run.checkpoint_steps": _COUNT,
+    "run.checkpoint_minutes": _interval(0),
+}
+
+
+def check_value(key: str, value: Any, name: str | None = None) -> None:
+    """Raise a one-line :class:`ConfigError` when ``value`` is not allowed for ``key``.
+
+    ``name`` is how the user spelled the setting (a CLI flag such as ``--batch-size``
+    for ``eval.batch_size``); it defaults to the key.
+    """
+    rule = RULES[key]
+    if not rule.check(value):
+        raise ConfigError(f"{name or key}={value!r} is not allowed: use {rule.allowed}")
+
+
+def validate_config(cfg: Config, *, allow_missing: bool = False) -> Config:
+    """Check every value of ``cfg`` against :data:`RULES` before any work starts.
+
+    Args:
+        cfg: a config from :func:`load_config` (or a plain :class:`Config`).
+        allow_missing: accept keys that are still unset (``data.root``), for a
+            config that a caller completes later; ``train`` passes False.
+
+    Returns ``cfg`` unchanged. Raises :class:`ConfigError`: one line naming each bad
+    key, its value and the allowed range (several problems are joined with ``;``).
+    """
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
+    problems = []
+    if not allow_missing:
+        for key in sorted(OmegaConf.missing_keys(node)):
+            if key == "data.root":
+                problems.append(
+                    "data.root is not set: name the dataset folder with --set data.root=PATH "
+                    "(or synth:default for the synthetic world), or pass a --config that sets it"
+                )
+            else:
+                problems.append(f"{key} is not set: give it a value with --set {key}=...")
+    for key, rule in RULES.items():
+        value = OmegaConf.select(node, key, throw_on_missing=False)
+        if not rule.check(value):
+            problems.append(f"{key}={value!r} is not allowed: use {rule.allowed}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return cfg
 
 
 def to_container(cfg: Config) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from unreid.config import Config, save_config, to_container
+from unreid.config import Config, save_config, to_container, validate_config
 from unreid.errors import ConfigError
 
 __all__ = ["TrainResult", "train"]
@@ -105,6 +105,7 @@ def train(
                 f"run.out_dir={run_dir} already holds a run: continue it with --resume {run_dir}"
                 " or choose another run.out_dir"
             )
+    validate_config(cfg)  # every value in range before anything is loaded or written
 
     owned = not _dist_initialized()
     info = ddp.init_distributed(cfg.run.device)

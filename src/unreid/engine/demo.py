@@ -6,9 +6,10 @@ with the ground-truth masks, evaluates before and after, writes the HTML
 report and prints a short table. Running it again on the same ``--out``
 resumes the run (and returns at once when it has finished).
 
-The recipe (:data:`DEMO_RECIPE`) is the best row of the synthetic ablation
-(``bench/ablation_synth.py``, table in docs/benchmarks.md) at a budget that
-fits the demo's 10 minutes on 2 CPU cores.
+The recipe is a config file shipped with the package,
+``unreid/recipes/demo.yaml`` (``demo_quick.yaml`` for ``--quick``): the best
+row of the synthetic ablation (``bench/ablation_synth.py``, table in
+docs/benchmarks.md) at a budget that fits the demo's 10 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -18,60 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_RECIPE", "QUICK_RECIPE", "DemoSummary", "demo_config", "run_demo"]
-
-# ImageNet-initialised EfficientNet-Lite0 (offline weights from the `imagenet` extra),
-# SFE-CR with the global clustering on the fused input + foreground features: the best
-# row of the synthetic ablation with ground-truth masks, and the one that keeps the most
-# with noisy masks (on the synthetic world the background is what makes clusters follow
-# cameras; see docs/benchmarks.md). Two choices differ from the ablation's budget, both
-# measured on demo runs (docs/benchmarks.md#demo): eps 0.4 (the fused features' purest
-# labels before training: pair precision 0.58 vs 0.30 at 0.5), and no warm-up: the
-# cluster-contrast warm-up trains the first epoch at 1 % of the LR, a wasted eighth of
-# this budget, after which the labels collapsed (ARI 0.26 -> 0.08; the weights hardly
-# move at that LR, the BN statistics are re-estimated on augmented batches). 6 epochs:
-# with 8, epochs 7-8 (at 0.1x the LR) added 0.4 mAP for 1.7 of the demo's 10 minutes.
-DEMO_RECIPE: tuple[str, ...] = (
-    "data.root=synth:default",
-    "data.height=128",
-    "data.width=64",
-    "model.backbone=tf_efficientnet_lite0",
-    "model.pretrained=imagenet",
-    "method.name=sfe_cr",
-    "method.global_features=fused",
-    "masks.provider=synthetic",
-    "cluster.eps=0.4",
-    "optim.epochs=6",
-    "optim.iters=60",
-    "optim.warmup_epochs=0",
-    "optim.step_size=5",
-    "optim.num_identities=8",
-    "optim.num_instances=4",
-    "eval.eval_every=2",
-    "run.checkpoint_minutes=2",
-)
-
-# `unreid demo --quick`: the tiny world and a tiny budget (a smoke test of the whole path).
-QUICK_RECIPE: tuple[str, ...] = (
-    "data.root=synth:quick",
-    "data.height=64",
-    "data.width=32",
-    "model.backbone=tiny_cnn",
-    "model.pretrained=none",
-    "method.name=sfe_cr",
-    "method.global_features=foreground",
-    "masks.provider=synthetic",
-    "cluster.k1=10",
-    "cluster.k2=3",
-    "optim.epochs=2",
-    "optim.iters=6",
-    "optim.warmup_epochs=0",
-    "optim.num_identities=4",
-    "optim.num_instances=4",
-    "eval.eval_every=1",
-    "run.checkpoint_minutes=0",
-)
-
+__all__ = ["DemoSummary", "demo_config", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoSummary:
@@ -100,11 +48,11 @@ class DemoSummary:
 
 
 def demo_config(out_dir: str | Path, *, quick: bool = False, overrides: tuple[str, ...] = ()):
-    """The demo's :class:`~unreid.config.Config` (recipe + ``run.out_dir`` + overrides)."""
-    from unreid.config import load_config
+    """The demo's :class:`~unreid.config.Config` (recipe file + ``run.out_dir`` + overrides)."""
+    from unreid.config import load_config, recipe_path
 
-    recipe = QUICK_RECIPE if quick else DEMO_RECIPE
-    return load_config([], [*recipe, f"run.out_dir={out_dir}", *overrides])
+    recipe = recipe_path("demo_quick" if quick else "demo")
+    return load_config([recipe], [f"run.out_dir={out_dir}", *overrides])
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False,
