@@ -142,8 +142,10 @@ def test_fused_global_features_are_the_normalised_sum() -> None:
 
 
 def test_unknown_global_features_fail_when_the_method_is_built() -> None:
+    c = cfg()  # load_config refuses the value; a config changed after loading reaches here
+    c.method.global_features = "both"
     with pytest.raises(ConfigError, match="method.global_features='both' is unknown"):
-        build_method(cfg("method.global_features=both"))
+        build_method(c)
 
 
 def test_without_cameras_one_local_clustering_covers_all_images() -> None:

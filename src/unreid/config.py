@@ -266,6 +266,9 @@ def _read_yaml(path: Path) -> DictConfig:
         data = OmegaConf.load(path)
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text: save the config as UTF-8 YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror}): check its permissions") \
+            from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}" if mark is not None else ""
