@@ -194,7 +194,7 @@ def test_feature_dim_mismatch_names_the_npz_and_the_fix(
     q = find_images(gallery_dir)[0]
     with pytest.raises(DataError, match=r"other\.npz holds 2048-dim .* 96-dim .*unreid extract"):
         search(ckpt, npz, [q])
-    with pytest.raises(DataError, match="no feats key"):
+    with pytest.raises(DataError, match=r"missing key\(s\) feats"):
         np.savez(npz, paths=np.array(["a"]))
         search(ckpt, npz, [q])
 

@@ -37,6 +37,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from unreid.errors import ConfigError
+from unreid.io import first_line
 
 __all__ = [
     "ClusterConfig",
@@ -216,7 +217,7 @@ def load_config(
     try:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"--set: {_first_line(exc)}") from None
+        raise ConfigError(f"--set: {first_line(exc)}") from None
     validate_config(merged, allow_missing=True)  # type: ignore[arg-type]
     return merged  # type: ignore[return-value]
 
@@ -257,7 +258,7 @@ def _merge_file(merged: DictConfig, path: Path, chain: tuple[Path, ...]) -> Dict
     try:
         return OmegaConf.merge(merged, own)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"{path}: {_first_line(exc)}") from None
+        raise ConfigError(f"{path}: {first_line(exc)}") from None
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -278,7 +279,7 @@ def _read_yaml(path: Path) -> DictConfig:
             what += f" ({exc.context} from line {exc.context_mark.line + 1})"
         raise ConfigError(f"{path}{where}: YAML syntax error: {what}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML syntax error: {_first_line(exc)}") from None
+        raise ConfigError(f"{path}: YAML syntax error: {first_line(exc)}") from None
     if not isinstance(data, DictConfig):
         raise ConfigError(f"{path}: a config is a mapping of sections (data:, model:, ...), "
                           "not a list")
@@ -446,5 +447,3 @@ def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True))
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]

@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from unreid.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # torch is imported where a device is resolved: the CLI starts faster
+    import torch
 
 __all__ = [
     "EXTRACT_FIX",
@@ -226,6 +228,8 @@ def resolve_device(
     ``local_rank`` (each DDP process its own). ``setting`` names the knob in the
     one-line :class:`ConfigError` for an unknown spec or CUDA asked but missing.
     """
+    import torch
+
     spec = "auto" if spec is None else str(spec)
     if not _DEVICE.fullmatch(spec):
         raise ConfigError(f"{setting}={spec!r} is unknown: use auto, cpu, cuda or cuda:N")

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from unreid.config import Config, save_config, to_container, validate_config
 from unreid.errors import ConfigError
+from unreid.io import first_line
 
 __all__ = ["TrainResult", "train"]
 
@@ -142,7 +143,7 @@ def _apply(cfg: Config, overrides: Sequence[str]) -> Config:
     try:
         return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
     except Exception as exc:
-        raise ConfigError(f"--set: {str(exc).strip().splitlines()[0]}") from None
+        raise ConfigError(f"--set: {first_line(exc)}") from None
 
 
 def _saved_config(run_dir: Path) -> dict[str, Any]:

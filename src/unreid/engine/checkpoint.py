@@ -18,7 +18,6 @@ numpy arrays become tensors.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from unreid.errors import ConfigError, WeightsError
+from unreid.io import atomic_write, first_line
 
 __all__ = [
     "CHECKPOINT",
@@ -54,18 +54,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
     A reader (or a crash) never sees a half-written checkpoint.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -86,8 +75,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, foreign pickle, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"checkpoint {path} cannot be read ({first[:160]})") from None
+        raise WeightsError(f"checkpoint {path} cannot be read ({first_line(exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise WeightsError(f"{path} is not an unreid checkpoint (no model/config entries)")
     return state

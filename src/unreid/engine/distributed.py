@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from unreid.errors import ConfigError
+import unreid.io
 
 __all__ = [
     "DistInfo",
@@ -57,22 +57,14 @@ class DistInfo:
 def resolve_device(spec: str, info: DistInfo) -> torch.device:
     """``run.device`` (auto | cpu | cuda | cuda:N) -> the device of this process.
 
-    Under DDP on CUDA each process takes GPU ``LOCAL_RANK``.
+    Under DDP on CUDA each process takes GPU ``LOCAL_RANK``; a CUDA device is made
+    the process's current one (NCCL and ``torch.cuda`` defaults use it).
     """
-    spec = str(spec)
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"run.device={spec} but CUDA is not available: use run.device=cpu")
-        if spec == "cuda":
-            spec = f"cuda:{info.local_rank if info.enabled else torch.cuda.current_device()}"
-        device = torch.device(spec)
+    rank = info.local_rank if info.enabled else 0
+    device = unreid.io.resolve_device(spec, rank, setting="run.device")
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-        return device
-    if spec != "cpu":
-        raise ConfigError(f"run.device={spec!r} is unknown: use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
+    return device
 
 
 def init_distributed(device_spec: str) -> DistInfo:

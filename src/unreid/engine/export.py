@@ -15,7 +15,6 @@ extra does not install.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from unreid.errors import UnreidError
+from unreid.io import atomic_path, first_line
 
 __all__ = ["CHECK_BATCH_SIZES", "ExportResult", "OnnxExportError", "TOLERANCE", "export_onnx"]
 
@@ -97,15 +97,13 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = 17) -> 
     dim = int(getattr(model, "feature_dim", 0))
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         _export(model, tmp, h, w, int(opset))
         try:
             onnx.checker.check_model(str(tmp))
         except Exception as exc:
             raise OnnxExportError(
-                f"the exported model {out.name} fails onnx.checker ({_first_line(exc)}); "
+                f"the exported model {out.name} fails onnx.checker ({first_line(exc)}); "
                 f"try another --opset"
             ) from None
         diff = _compare_with_torch(model, tmp, h, w)
@@ -115,9 +113,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = 17) -> 
                 f"; {out} was not written: try another --opset or report the backbone "
                 f"{cfg.model.backbone}"
             )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportResult(out, int(opset), ("B", 3, h, w), dim, diff)
 
 
@@ -153,7 +148,7 @@ def _export(model: torch.nn.Module, path: Path, h: int, w: int, opset: int) -> N
         raise
     except Exception as exc:
         raise OnnxExportError(
-            f"torch.onnx.export failed at opset {opset} ({_first_line(exc)}); try another --opset"
+            f"torch.onnx.export failed at opset {opset} ({first_line(exc)}); try another --opset"
         ) from None
 
 
@@ -172,7 +167,7 @@ def _compare_with_torch(model: torch.nn.Module, path: Path, h: int, w: int) -> f
         )
     except Exception as exc:
         raise OnnxExportError(
-            f"onnxruntime cannot load the exported model ({_first_line(exc)}); try another --opset"
+            f"onnxruntime cannot load the exported model ({first_line(exc)}); try another --opset"
         ) from None
     gen = torch.Generator().manual_seed(1)
     worst = 0.0
@@ -188,9 +183,4 @@ def _compare_with_torch(model: torch.nn.Module, path: Path, h: int, w: int) -> f
             )
         worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - ref))))
     return worst
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 

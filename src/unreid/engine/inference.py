@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from unreid.config import Config
 from unreid.errors import ConfigError
+from unreid.io import FeatureFile, resolve_device
 
 __all__ = [
     "config_from_dict",
@@ -123,12 +124,6 @@ def load_model_from_checkpoint(
     return model.to(device).eval(), cfg
 
 
-def _device(spec: str | None) -> torch.device:
-    if spec in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
 def _features(model, table, cfg: Config, batch_size: int, device: torch.device) -> torch.Tensor:
     from unreid.models import extract_features
 
@@ -148,7 +143,7 @@ def evaluate_checkpoint(
 
     Returns an :class:`unreid.eval.EvalResult`.
     """
-    dev = _device(device)
+    dev = resolve_device(device, setting="--device")
     model, cfg = load_model_from_checkpoint(checkpoint, dev)
     q = _features(model, dataset.query, cfg, batch_size, dev)
     g = _features(model, dataset.gallery, cfg, batch_size, dev)
@@ -163,12 +158,10 @@ def extract_to_npz(
     batch_size: int = 128,
     device: str | None = None,
 ) -> Path:
-    """Features of every split to ``out`` (.npz, written atomically).
-
-    Keys: ``feats`` (N, D) float32 L2-normalised, ``pids`` (N,), ``camids`` (N,),
-    ``split`` (N,) "train" / "query" / "gallery", ``paths`` (N,) strings.
-    """
-    dev = _device(device)
+    """Features of every split to ``out`` (.npz, written atomically): a
+    :class:`unreid.io.FeatureFile` with every key, ``feats`` (N, D) float32
+    L2-normalised, ``split`` (N,) "train" / "query" / "gallery"."""
+    dev = resolve_device(device, setting="--device")
     model, cfg = load_model_from_checkpoint(checkpoint, dev)
     feats, pids, camids, split, paths = [], [], [], [], []
     for name in ("train", "query", "gallery"):
@@ -180,16 +173,10 @@ def extract_to_npz(
         camids.append(np.asarray(table.camids))
         split.append(np.full(len(table), name))
         paths.append(np.asarray(table.paths, dtype=str))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.npz")
-    np.savez(
-        tmp,
+    return FeatureFile(
         feats=np.concatenate(feats).astype(np.float32),
         pids=np.concatenate(pids).astype(np.int64),
         camids=np.concatenate(camids).astype(np.int64),
         split=np.concatenate(split),
         paths=np.concatenate(paths),
-    )
-    tmp.replace(out)
-    return out
+    ).save(out)

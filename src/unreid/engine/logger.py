@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from unreid.io import atomic_write_text
 from unreid.progress import progress_bar
 
 __all__ = ["RunLogger", "jsonable", "progress"]
@@ -98,9 +98,9 @@ class RunLogger:
         """Replace ``metrics.jsonl`` by exactly ``records`` (atomic), e.g. on resume."""
         if not self.enabled:
             return
-        tmp = self.metrics_path.with_name(f".{METRICS}.tmp{os.getpid()}")
-        tmp.write_text("".join(json.dumps(jsonable(r)) + "\n" for r in records))
-        os.replace(tmp, self.metrics_path)
+        atomic_write_text(
+            self.metrics_path, "".join(json.dumps(jsonable(r)) + "\n" for r in records)
+        )
 
     def close(self) -> None:
         if self._tb is not None:

@@ -15,7 +15,6 @@ Where either is unknown the frames stay grey.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from unreid.errors import ConfigError, DataError
+from unreid.io import FeatureFile, atomic_write, resolve_device
 
 __all__ = [
     "Match",
@@ -110,39 +110,20 @@ def load_gallery_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, l
 
     Rows whose ``split`` is "gallery" when the file has a ``split`` key, else all rows.
     """
-    path = Path(path)
-    fix = "write it with unreid extract --checkpoint CKPT --data DIR --out FILE.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except Exception as exc:
-        raise DataError(f"gallery {path} cannot be read as .npz ({_first_line(exc)}): {fix}") \
-            from None
-    missing = [k for k in ("feats", "paths") if k not in data]
-    if missing:
-        raise DataError(f"gallery {path} has no {' or '.join(missing)} key: {fix}")
-    feats, paths = data["feats"], data["paths"]
-    if feats.ndim != 2 or len(paths) != len(feats):
-        raise DataError(
-            f"gallery {path}: feats {feats.shape} and paths ({len(paths)},) do not form a "
-            f"(N, D) table: {fix}"
-        )
-    pids = data.get("pids")
-    if pids is not None and len(pids) != len(feats):
-        pids = None
-    if "split" in data:
-        keep = np.asarray(data["split"]).astype(str) == "gallery"
+    ff = FeatureFile.load(path, require=("paths",))
+    if ff.split is not None:
+        keep = ff.split.astype(str) == "gallery"
         if not keep.any():
             raise DataError(
                 f"gallery {path} has a split key but no 'gallery' rows: extract a dataset "
                 "with a gallery split, or pass an image folder as --gallery"
             )
-        feats, paths = feats[keep], paths[keep]
-        pids = pids[keep] if pids is not None else None
+        ff = ff.rows(keep)
+    assert ff.paths is not None  # required above
     return (
-        np.asarray(feats, dtype=np.float32),
-        None if pids is None else np.asarray(pids, dtype=np.int64),
-        [str(p) for p in paths],
+        np.asarray(ff.feats, dtype=np.float32),
+        None if ff.pids is None else np.asarray(ff.pids, dtype=np.int64),
+        [str(p) for p in ff.paths],
     )
 
 
@@ -205,7 +186,7 @@ def search(
     """
     from unreid.data import IMAGE_EXTENSIONS, list_images, load_images
     from unreid.engine.checkpoint import resolve_checkpoint
-    from unreid.engine.inference import _device, load_model_from_checkpoint
+    from unreid.engine.inference import load_model_from_checkpoint
     from unreid.models import extract_features
 
     if int(topk) < 1:
@@ -222,7 +203,7 @@ def search(
             f"gallery {gallery} is neither an .npz (from unreid extract) nor an image folder"
         )
 
-    dev = _device(device)
+    dev = resolve_device(device, setting="--device")
     model, cfg = load_model_from_checkpoint(checkpoint, dev)
     h, w = int(cfg.data.height), int(cfg.data.width)
     dim = int(getattr(model, "feature_dim", 0))
@@ -347,16 +328,4 @@ def _locate(path: str, npz_folder: Path) -> Path:
 
 
 def _save_png(image, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    return atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))

@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from unreid.errors import ConfigError, DataError
+from unreid.io import FeatureFile
 
 __all__ = [
     "EvalResult",
@@ -562,9 +563,6 @@ def evaluate_features(
     return _evaluate_rows(rows, pairs, len(q), len(g), max_rank)
 
 
-_NPZ_KEYS = ("feats", "pids", "camids", "split")
-
-
 def evaluate_npz(
     path: str | Path, *, all_gallery: bool = False, rerank: bool = False, max_rank: int = 50
 ) -> EvalResult:
@@ -574,40 +572,17 @@ def evaluate_npz(
     ``rerank=True`` evaluates the k-reciprocal re-ranked distance of
     :func:`unreid.cluster.rerank` instead of the cosine distance.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such feature file; write one with `unreid extract`")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in _NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise DataError(
-                    f"{path}: missing key(s) {', '.join(missing)}; expected "
-                    f"{', '.join(_NPZ_KEYS)} (as written by `unreid extract`)"
-                )
-            data = {k: npz[k] for k in _NPZ_KEYS}
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: not a readable .npz of plain arrays ({reason})") from None
-    feats, split = data["feats"], data["split"]
-    if feats.ndim != 2:
-        raise DataError(f"{path}: feats must be 2-D (N, D), got shape {feats.shape}")
-    n = len(feats)
-    for k in ("pids", "camids", "split"):
-        if data[k].shape != (n,):
-            raise DataError(f"{path}: {k} must have shape ({n},) like feats, got {data[k].shape}")
-    if split.dtype.kind not in "US":
-        raise DataError(f"{path}: split must be an array of strings, got dtype {split.dtype}")
-    split = split.astype(str)
+    data = FeatureFile.load(path, require=("pids", "camids", "split"))
+    feats, pids, camids = data.feats, data.pids, data.camids
+    assert data.split is not None and pids is not None and camids is not None  # required
+    split = data.split.astype(str)
     is_q, is_g = split == "query", split == "gallery"
     if not is_q.any() or not is_g.any():
         raise DataError(
             f"{path}: split needs both 'query' and 'gallery' rows "
             f"({int(is_q.sum())} query, {int(is_g.sum())} gallery)"
         )
-    labels = (data["pids"][is_q], data["pids"][is_g], data["camids"][is_q], data["camids"][is_g])
+    labels = (pids[is_q], pids[is_g], camids[is_q], camids[is_g])
     if rerank:
         from unreid.cluster import rerank as k_reciprocal_rerank
 
