@@ -8,11 +8,12 @@ call cannot hide its allocations in memory the data generation freed but left re
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 import sys
 from pathlib import Path
+
+from unreid.io import atomic_write_text
 
 __all__ = [
     "finish", "peak_kb", "release_free_heap", "reset_peak", "status_kb", "write_json",
@@ -58,13 +59,8 @@ def peak_kb(reset_ok: bool) -> int:
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    """Write ``payload`` as indented JSON atomically (temp file, then os.replace)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, out)
-    return out
+    """Write ``payload`` as indented JSON atomically (:func:`unreid.io.atomic_write_text`)."""
+    return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def finish(path: str | Path, payload: dict, rows: list[dict]) -> int:

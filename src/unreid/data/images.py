@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from unreid.errors import DataError
+from unreid.io import atomic_path, first_line
 from unreid.progress import progress_bar
 
 __all__ = [
@@ -64,9 +64,9 @@ def decode_image(path: str | Path, height: int | None = None,
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist: check the dataset folder") from None
     except _DECODE_ERRORS as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"image {path} cannot be decoded ({reason}): remove or replace it") \
-            from None
+        raise DataError(
+            f"image {path} cannot be decoded ({first_line(exc)}): remove or replace it"
+        ) from None
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
@@ -175,17 +175,9 @@ def write_array_cache(
     complete, so an interrupted build (error, Ctrl-C, kill) never leaves a cache that a
     later run would trust.
     """
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{cache_file.stem}-", suffix=".npy",
-                               dir=cache_file.parent)
-    os.close(fd)
-    try:
+    with atomic_path(cache_file) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         fill(out)
         out.flush()
         del out
-        os.replace(tmp, cache_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return np.load(cache_file, mmap_mode="r")

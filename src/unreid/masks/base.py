@@ -11,7 +11,6 @@ that were allowed to fall back.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from PIL import Image
 
 from unreid.errors import DataError
+from unreid.io import atomic_write
 
 __all__ = [
     "MaskProvider",
@@ -154,14 +154,6 @@ def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
     """Write a 2-D mask (bool or values in [0, 1]) as an 8-bit PNG of 0 / 255, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fg = mask > 0.5 if mask.dtype != bool else mask
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(fg.astype(np.uint8) * 255).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    image = Image.fromarray(fg.astype(np.uint8) * 255)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from PIL import Image
 
 from unreid.data.images import files_digest, write_array_cache
 from unreid.errors import ConfigError, DataError
+from unreid.io import atomic_write_bytes
 from unreid.masks.base import MaskProvider, relative_image_name, resize_nearest, write_mask_png
 from unreid.masks.providers import FileMaskProvider, build_mask_provider
 from unreid.progress import progress_bar
@@ -133,7 +133,7 @@ def precompute_masks(
         ms_per_image=1000.0 * seconds / max(len(paths), 1),
     )
     record = {**asdict(summary), "noise": noise, "size": list(size) if size else None}
-    _atomic_write_bytes(out / "masks.json", json.dumps(record, indent=2).encode())
+    atomic_write_bytes(out / "masks.json", json.dumps(record, indent=2).encode())
     return summary
 
 
@@ -196,7 +196,7 @@ def load_masks(
         bar.close()
         if cache_file is not None:  # the sidecar exists before the cache file does
             meta = {"stats": provider.stats, "provider": provider.cache_key(paths)[:500]}
-            _atomic_write_bytes(cache_file.with_suffix(".json"), json.dumps(meta).encode())
+            atomic_write_bytes(cache_file.with_suffix(".json"), json.dumps(meta).encode())
 
     if cache_file is None:
         out = np.empty(shape, dtype=np.uint8)
@@ -240,15 +240,3 @@ def _cache_key(paths: Sequence[str], provider: MaskProvider, height: int, width:
 
 def _same_dir(a: Path, b: Path) -> bool:
     return os.path.abspath(a) == os.path.abspath(b) or (a.exists() and b.exists() and a.samefile(b))
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

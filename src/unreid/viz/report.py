@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from unreid.io import atomic_write
 from unreid.viz.montage import cluster_montage, overlay_mask, ranked_list_image
 from unreid.viz.plots import plot_embedding, plot_training_curves, tsne_2d
 
@@ -67,13 +68,8 @@ def save_report_data(run_dir: str | Path, **arrays: Any) -> Path:
     ``embed_after (n, D)``, ``embed_pids, embed_camids``; ``mask_paths`` (the
     masks of the query and gallery images, for overlays).
     """
-    run_dir = Path(run_dir)
-    tmp = run_dir / (REPORT_DATA + ".tmp.npz")
     clean = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
-    np.savez_compressed(tmp, **clean)
-    final = run_dir / REPORT_DATA
-    tmp.replace(final)
-    return final
+    return atomic_write(Path(run_dir) / REPORT_DATA, lambda tmp: np.savez_compressed(tmp, **clean))
 
 
 def _load_thumb(path: str) -> np.ndarray:
