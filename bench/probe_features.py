@@ -101,7 +101,7 @@ def feature_sets(args: argparse.Namespace, root: Path):
 
     ds = load_dataset(root)
     if args.checkpoint:
-        from unreid.engine.inference import load_model_from_checkpoint
+        from unreid.apps.inference import load_model_from_checkpoint
 
         model, cfg = load_model_from_checkpoint(args.checkpoint)
         args.size = (int(cfg.data.height), int(cfg.data.width))

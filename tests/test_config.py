@@ -135,7 +135,7 @@ FORMER_QUICK = [
 
 @pytest.mark.parametrize(("quick", "former"), [(False, FORMER_DEMO), (True, FORMER_QUICK)])
 def test_demo_config_is_what_the_former_recipe_resolved_to(quick: bool, former: list) -> None:
-    from unreid.engine.demo import demo_config
+    from unreid.apps.demo import demo_config
 
     now = to_container(demo_config("runs/x", quick=quick, overrides=("run.seed=3",)))
     before = to_container(load_config([], [*former, "run.out_dir=runs/x", "run.seed=3"]))

@@ -109,7 +109,7 @@ def _check_batch_size(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from unreid.engine.inference import evaluate_checkpoint
+    from unreid.apps.inference import evaluate_checkpoint
 
     _check_batch_size(args)
     result = evaluate_checkpoint(
@@ -119,7 +119,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from unreid.engine.inference import extract_to_npz
+    from unreid.apps.inference import extract_to_npz
 
     _check_batch_size(args)
     path = extract_to_npz(args.checkpoint, _load(args), args.out, batch_size=args.batch_size)
@@ -145,7 +145,7 @@ def cmd_masks(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from unreid.engine.search import search
+    from unreid.apps.search import search
 
     _check_batch_size(args)
     result = search(
@@ -164,7 +164,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from unreid.engine.export import export_onnx
+    from unreid.apps.export import export_onnx
 
     result = export_onnx(args.checkpoint, args.out, opset=args.opset)
     print(result.summary())
@@ -182,7 +182,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from unreid.engine.demo import run_demo
+    from unreid.apps.demo import run_demo
 
     run_demo(out_dir=args.out, quick=args.quick)
 

@@ -442,6 +442,14 @@ def to_container(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """A typed :class:`Config` from the plain dict stored in a checkpoint."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), values)  # type: ignore[return-value]
+    except Exception as exc:
+        raise ConfigError(f"stored config does not fit this unreid version: {exc}") from None
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (what the run really used)."""
     Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True))

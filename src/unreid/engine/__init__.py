@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from unreid.config import Config, save_config, to_container, validate_config
+from unreid.config import Config, config_from_dict, save_config, to_container, validate_config
 from unreid.errors import ConfigError
 from unreid.io import first_line
 
@@ -90,8 +90,6 @@ def train(
         state, ckpt_path = _newest_checkpoint(run_dir)
         saved = state["config"] if state is not None else _saved_config(run_dir)
         if cfg is None:
-            from unreid.engine.inference import config_from_dict
-
             cfg = config_from_dict(saved)
             if overrides:
                 cfg = _apply(cfg, overrides)

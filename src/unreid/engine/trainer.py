@@ -31,6 +31,7 @@ from torch import nn
 
 from unreid import __version__
 from unreid.config import Config, to_container
+from unreid.data.roots import load_run_dataset, split_images
 from unreid.engine import distributed as ddp
 from unreid.engine.checkpoint import (
     CHECKPOINT,
@@ -43,9 +44,9 @@ from unreid.engine.checkpoint import (
     set_rng_state,
 )
 from unreid.engine.hooks import HookBase
-from unreid.engine.inference import evaluate_split, load_run_dataset, split_images
 from unreid.engine.logger import RunLogger, progress
 from unreid.errors import TrainingError
+from unreid.eval import evaluate_split
 from unreid.methods import LabelInputs, PseudoLabels, build_method, model_feature
 
 __all__ = ["Trainer", "build_optimizer", "build_scheduler", "derive_seed", "lr_factor"]

@@ -7,5 +7,13 @@ from unreid.eval.metrics import (
     evaluate_features,
     evaluate_npz,
 )
+from unreid.eval.split import evaluate_split
 
-__all__ = ["EvalResult", "cosine_distance", "evaluate", "evaluate_features", "evaluate_npz"]
+__all__ = [
+    "EvalResult",
+    "cosine_distance",
+    "evaluate",
+    "evaluate_features",
+    "evaluate_npz",
+    "evaluate_split",
+]

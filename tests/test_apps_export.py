@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from unreid.apps.export import TOLERANCE, ExportResult, OnnxExportError, export_onnx
+from unreid.apps.inference import load_model_from_checkpoint
 from unreid.cli import main
 from unreid.config import load_config, to_container
 from unreid.engine.checkpoint import model_signature, save_checkpoint
-from unreid.engine.export import TOLERANCE, ExportResult, OnnxExportError, export_onnx
-from unreid.engine.inference import load_model_from_checkpoint
 from unreid.errors import UnreidError, WeightsError
 from unreid.models import build_model
 
@@ -116,7 +116,7 @@ def test_missing_onnx_package_says_how_to_install(
 def test_a_failed_check_leaves_no_file(
     ckpt: Path, onnx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import unreid.engine.export as export
+    import unreid.apps.export as export
 
     monkeypatch.setattr(export, "_compare_with_torch", lambda *a: 0.5)
     out = tmp_path / "m.onnx"

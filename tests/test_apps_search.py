@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from unreid.apps.inference import extract_to_npz
+from unreid.apps.search import parse_market_name, search
 from unreid.cli import main
 from unreid.config import load_config, to_container
 from unreid.data import list_images, load_dataset, load_images
 from unreid.engine.checkpoint import model_signature, save_checkpoint
-from unreid.engine.inference import extract_to_npz
-from unreid.engine.search import parse_market_name, search
 from unreid.errors import DataError, WeightsError
 from unreid.models import build_model
 from unreid.viz.montage import GREEN, GREY, RED

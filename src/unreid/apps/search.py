@@ -184,9 +184,9 @@ def search(
             whose feature dimension differs from the checkpoint's.
         ConfigError: ``topk`` < 1. WeightsError: bad checkpoint.
     """
+    from unreid.apps.inference import load_model_from_checkpoint
     from unreid.data import IMAGE_EXTENSIONS, list_images, load_images
     from unreid.engine.checkpoint import resolve_checkpoint
-    from unreid.engine.inference import load_model_from_checkpoint
     from unreid.models import extract_features
 
     if int(topk) < 1:

@@ -84,8 +84,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = 17) -> 
         OnnxExportError: the exporter fails, or ONNX differs from PyTorch by more
             than ``TOLERANCE`` (``out`` is then left untouched).
     """
+    from unreid.apps.inference import load_model_from_checkpoint
     from unreid.engine.checkpoint import resolve_checkpoint
-    from unreid.engine.inference import load_model_from_checkpoint
 
     resolve_checkpoint(checkpoint)  # a missing checkpoint is reported before the extra
     onnx = _import_onnx()

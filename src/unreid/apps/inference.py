@@ -1,0 +1,112 @@
+"""Using a trained checkpoint: rebuild its model, evaluate it, extract features.
+
+The model is rebuilt from what the checkpoint says about itself (its config,
+the resolved ``model.feature``), so no method registry is needed for a
+checkpoint that records its feature choice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unreid.config import Config, config_from_dict
+from unreid.data.roots import split_images
+from unreid.eval import evaluate_split
+from unreid.io import FeatureFile, resolve_device
+
+__all__ = ["evaluate_checkpoint", "extract_to_npz", "load_model_from_checkpoint"]
+
+
+def load_model_from_checkpoint(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, Config]:
+    """The trained model (eval mode, on ``device``) and the run's config.
+
+    The model's feature is the one the checkpoint records (``model_feature``); a
+    checkpoint written before it recorded one falls back to the method's choice.
+    """
+    from unreid.engine.checkpoint import (
+        check_model_signature,
+        load_checkpoint,
+        model_signature,
+        resolve_checkpoint,
+    )
+    from unreid.models import build_model
+
+    path = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    cfg.model.pretrained = "none"  # the checkpoint holds the weights
+    feature = state.get("model_feature")
+    if feature is None:
+        from unreid.methods import model_feature
+
+        feature = model_feature(cfg)
+    model = build_model(cfg.model, 0, feature=str(feature))
+    check_model_signature(state["model_signature"], model_signature(model, state["config"]), path)
+    if int(state.get("num_classes", 0)) > 0:
+        model.reset_classifier(int(state["num_classes"]), None)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def _features(model, table, cfg: Config, batch_size: int, device: torch.device) -> torch.Tensor:
+    from unreid.models import extract_features
+
+    images = split_images(table, cfg)
+    return extract_features(model, images, batch_size=batch_size, device=device, progress=True)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    dataset: Any,
+    *,
+    rerank: bool = False,
+    batch_size: int = 128,
+    device: str | None = None,
+) -> Any:
+    """Evaluate a checkpoint on ``dataset``'s query/gallery at the run's input size.
+
+    Returns an :class:`unreid.eval.EvalResult`.
+    """
+    dev = resolve_device(device, setting="--device")
+    model, cfg = load_model_from_checkpoint(checkpoint, dev)
+    q = _features(model, dataset.query, cfg, batch_size, dev)
+    g = _features(model, dataset.gallery, cfg, batch_size, dev)
+    return evaluate_split(q, g, dataset, rerank=rerank, max_rank=int(cfg.eval.max_rank))
+
+
+def extract_to_npz(
+    checkpoint: str | Path,
+    dataset: Any,
+    out: str | Path,
+    *,
+    batch_size: int = 128,
+    device: str | None = None,
+) -> Path:
+    """Features of every split to ``out`` (.npz, written atomically): a
+    :class:`unreid.io.FeatureFile` with every key, ``feats`` (N, D) float32
+    L2-normalised, ``split`` (N,) "train" / "query" / "gallery"."""
+    dev = resolve_device(device, setting="--device")
+    model, cfg = load_model_from_checkpoint(checkpoint, dev)
+    feats, pids, camids, split, paths = [], [], [], [], []
+    for name in ("train", "query", "gallery"):
+        table = getattr(dataset, name)
+        if len(table) == 0:
+            continue
+        feats.append(_features(model, table, cfg, batch_size, dev).numpy())
+        pids.append(np.asarray(table.pids))
+        camids.append(np.asarray(table.camids))
+        split.append(np.full(len(table), name))
+        paths.append(np.asarray(table.paths, dtype=str))
+    return FeatureFile(
+        feats=np.concatenate(feats).astype(np.float32),
+        pids=np.concatenate(pids).astype(np.int64),
+        camids=np.concatenate(camids).astype(np.int64),
+        split=np.concatenate(split),
+        paths=np.concatenate(paths),
+    ).save(out)

@@ -1,0 +1,30 @@
+"""Evaluation of a dataset's query split against its gallery split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from unreid.eval.metrics import EvalResult, evaluate, evaluate_features
+
+__all__ = ["evaluate_split"]
+
+
+def evaluate_split(
+    q_feats: torch.Tensor,
+    g_feats: torch.Tensor,
+    dataset: Any,
+    *,
+    rerank: bool = False,
+    max_rank: int = 50,
+) -> EvalResult:
+    """Query (Q, D) vs gallery (G, D) features of ``dataset`` (an
+    :class:`unreid.data.Dataset`), by cosine distance or k-reciprocal re-ranking."""
+    q, g = dataset.query, dataset.gallery
+    labels = (q.pids, g.pids, q.camids, g.camids)
+    if rerank:
+        from unreid.cluster import rerank as k_reciprocal_rerank
+
+        return evaluate(k_reciprocal_rerank(q_feats, g_feats), *labels, max_rank=max_rank)
+    return evaluate_features(q_feats, g_feats, *labels, max_rank=max_rank)
