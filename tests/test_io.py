@@ -11,6 +11,7 @@ import torch
 from unreid.errors import ConfigError, DataError
 from unreid.io import (
     FeatureFile,
+    atomic_dir,
     atomic_path,
     atomic_write,
     atomic_write_bytes,
@@ -56,6 +57,42 @@ def test_atomic_path_keeps_the_suffix_for_path_taking_libraries(tmp_path: Path) 
     with np.load(out) as z:
         np.testing.assert_array_equal(z["x"], [0, 1, 2])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_atomic_dir_builds_aside_then_replaces_an_existing_folder(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    (out / "old").mkdir(parents=True)
+    (out / "old" / "a.txt").write_text("old")
+    with atomic_dir(out) as tmp:
+        assert tmp.parent == tmp_path and _tree(tmp) == [] and _tree(out) == ["old", "old/a.txt"]
+        (tmp / "new.txt").write_text("new")
+    assert _tree(tmp_path) == ["world", "world/new.txt"]
+
+
+def test_atomic_dir_without_replace_keeps_the_first_finished_folder(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    with atomic_dir(out, replace=False) as tmp:
+        (out / "winner").mkdir(parents=True)  # a concurrent builder finished first
+        (tmp / "loser").mkdir()
+    assert _tree(tmp_path) == ["world", "world/winner"]
+    (out / "winner").rmdir()
+    with atomic_dir(out, replace=False) as tmp:  # an empty folder is taken over
+        (tmp / "mine").mkdir()
+    assert _tree(tmp_path) == ["world", "world/mine"]
+
+
+def test_atomic_dir_error_leaves_the_old_folder_and_no_temp(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out) as tmp:
+        (tmp / "half").mkdir()
+        raise KeyboardInterrupt
+    assert _tree(tmp_path) == ["world", "world/keep.txt"]
 
 
 # ---------------------------------------------------------------- first_line

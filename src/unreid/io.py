@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # torch is imported where a device is resolved: the CLI start
 __all__ = [
     "EXTRACT_FIX",
     "FeatureFile",
+    "atomic_dir",
     "atomic_path",
     "atomic_write",
     "atomic_write_bytes",
@@ -90,6 +92,35 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = False) ->
 def atomic_write_text(path: str | Path, text: str, *, fsync: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+@contextmanager
+def atomic_dir(path: str | Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on a clean exit it becomes ``path``.
+
+    A missing ``path`` or an empty folder is replaced by one rename. An existing
+    non-empty folder is moved aside and deleted when ``replace``; otherwise it is
+    kept and the new folder discarded (several builders of the same content: the
+    first to finish wins). When the body raises, the temporary folder is deleted.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+            if replace:
+                # Two renames: a folder cannot be replaced by one while it has content.
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+                os.replace(path, old / path.name)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
 
 
 # ---------------------------------------------------------------- errors

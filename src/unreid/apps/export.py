@@ -74,7 +74,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = 17) -> 
     The model's input is ``images``: float32 (B, 3, H, W) RGB in [0, 1] at the
     run's ``cfg.data.height`` x ``cfg.data.width`` (normalisation is inside the
     model), B dynamic; its output ``features`` is (B, D) float32 with unit rows.
-    The file is written atomically (temp file, then ``os.replace``). When
+    The file is written atomically (:func:`unreid.io.atomic_path`). When
     onnxruntime is installed, the ONNX model is run on the same seeded random
     inputs as PyTorch at batch sizes 1 and 3 before ``out`` is replaced.
 

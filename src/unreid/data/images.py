@@ -10,8 +10,8 @@ by (H, W), so a second run (or epoch) never touches a JPEG decoder and an
 edited dataset never serves stale pixels. A Market-size set (12,936 images)
 at 256x128 is 1.3 GB.
 
-The cache file is written to a temporary name and moved into place with
-``os.replace``: a killed run leaves no half-written cache behind.
+The cache file is written to a temporary name and moved into place
+(:func:`unreid.io.atomic_path`): a killed run leaves no half-written cache behind.
 """
 
 from __future__ import annotations
@@ -171,9 +171,9 @@ def write_array_cache(
 
     ``fill(out)`` writes every element of the (``shape``) memmap ``out``; it may also
     write side files (they exist before the cache does). The array goes to a temporary
-    file in ``cache_file``'s folder and is moved into place with ``os.replace`` only once
-    complete, so an interrupted build (error, Ctrl-C, kill) never leaves a cache that a
-    later run would trust.
+    file in ``cache_file``'s folder and is moved into place only once complete
+    (:func:`unreid.io.atomic_path`), so an interrupted build (error, Ctrl-C, kill) never
+    leaves a cache that a later run would trust.
     """
     with atomic_path(cache_file) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)

@@ -71,8 +71,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,7 +78,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from unreid.errors import ConfigError
+from unreid.errors import ConfigError, DataError
+from unreid.io import atomic_dir
 
 __all__ = [
     "QUICK_CONFIG",
@@ -729,8 +728,8 @@ def generate_world(
 ) -> Path:
     """Generate the world of ``cfg`` into ``out_dir`` (Market-1501 layout + masks/ + world.json).
 
-    The world is built in a temporary sibling folder and moved into place with
-    ``os.replace``, so ``out_dir`` never holds half a world. An existing ``out_dir``
+    The world is built in a temporary sibling folder and moved into place
+    (:func:`unreid.io.atomic_dir`), so ``out_dir`` never holds half a world. An existing ``out_dir``
     must be empty or a previous synthetic world (it is replaced).
 
     Args:
@@ -751,20 +750,14 @@ def generate_world(
             f"--out {out} exists and is not a synthetic world (no {WORLD_JSON}): "
             "choose a new or empty folder"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     jobs = _layout(cfg)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         for folder in SPLIT_DIRS:
             (tmp / folder).mkdir()
             (tmp / MASK_DIR / folder).mkdir(parents=True)
         _run_jobs(cfg, tmp, jobs, progress, workers or _default_workers(len(jobs)))
         text = json.dumps(_world_info(cfg, jobs), indent=2, sort_keys=True) + "\n"
         (tmp / WORLD_JSON).write_text(text)
-        _move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -789,20 +782,6 @@ def _run_jobs(
                 bar.update(fut.result())
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Atomically put the finished world ``tmp`` at ``out`` (replacing an older world)."""
-    try:
-        os.replace(tmp, out)  # works when out is missing or an empty folder
-        return
-    except OSError:
-        if not out.is_dir():
-            raise
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / "world")
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def default_world(quick: bool = False, cache_root: str | Path = ".cache/synth") -> Path:
     """The default world (or the tiny :data:`QUICK_CONFIG` one), generated once.
 
@@ -814,15 +793,11 @@ def default_world(quick: bool = False, cache_root: str | Path = ".cache/synth") 
     target = Path(cache_root).absolute() / config_hash(cfg)
     if (target / WORLD_JSON).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        built = generate_world(cfg, tmp / "world", progress=True)
-        try:
-            os.replace(built, target)
-        except OSError:
-            if not (target / WORLD_JSON).is_file():  # not a concurrent winner: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(target, replace=False) as tmp:  # a concurrent winner is kept
+        generate_world(cfg, tmp, progress=True)
+    if not (target / WORLD_JSON).is_file():
+        raise DataError(
+            f"{target} holds no finished synthetic world (no {WORLD_JSON}): delete that "
+            "folder and run again"
+        )
     return target

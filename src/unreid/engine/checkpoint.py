@@ -50,7 +50,7 @@ FORMAT = 1
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` atomically: a temp file in the same folder, fsync, ``os.replace``.
+    """Write ``state`` atomically and fsync'ed (:func:`unreid.io.atomic_write`).
 
     A reader (or a crash) never sees a half-written checkpoint.
     """
