@@ -20,7 +20,8 @@ one line instead of after data loading. Recipes shipped inside the package
 (:func:`recipe_path`).
 
 Each section belongs to one pipeline stage; the stage's pure functions take
-plain arguments, and only ``methods/`` and ``engine/`` read these sections.
+plain arguments, and only ``methods/``, ``engine/``, ``apps/`` and
+``data/roots.py`` read these sections.
 """
 
 from __future__ import annotations
@@ -447,7 +448,9 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     try:
         return OmegaConf.merge(OmegaConf.structured(Config), values)  # type: ignore[return-value]
     except Exception as exc:
-        raise ConfigError(f"stored config does not fit this unreid version: {exc}") from None
+        raise ConfigError(
+            f"stored config does not fit this unreid version: {first_line(exc)}"
+        ) from None
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from unreid.errors import DataError
-from unreid.io import atomic_write
+from unreid.io import atomic_write, first_line
 
 __all__ = [
     "MaskProvider",
@@ -140,7 +140,9 @@ def read_mask_png(path: str | Path) -> np.ndarray:
                 img = img.convert("RGB" if img.mode == "RGBA" else "L")
             arr = np.asarray(img)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"mask {path} cannot be read ({exc}): re-create or delete it") from None
+        raise DataError(
+            f"mask {path} cannot be read ({first_line(exc)}): re-create or delete it"
+        ) from None
     return binarize_label_map(arr)
 
 

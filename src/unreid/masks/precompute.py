@@ -23,7 +23,7 @@ from PIL import Image
 
 from unreid.data.images import files_digest, write_array_cache
 from unreid.errors import ConfigError, DataError
-from unreid.io import atomic_write_bytes
+from unreid.io import atomic_write_bytes, first_line
 from unreid.masks.base import MaskProvider, relative_image_name, resize_nearest, write_mask_png
 from unreid.masks.providers import FileMaskProvider, build_mask_provider
 from unreid.progress import progress_bar
@@ -226,7 +226,9 @@ def _native_groups(paths: Sequence[str], decode: bool):
                 else:
                     arr, hw = None, (img.size[1], img.size[0])
         except (OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"image {path} cannot be read ({exc}): remove or replace it") from None
+            raise DataError(
+                f"image {path} cannot be read ({first_line(exc)}): remove or replace it"
+            ) from None
         groups.setdefault((int(hw[0]), int(hw[1])), []).append((path, arr))
     for hw, items in groups.items():
         group = [p for p, _ in items]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from unreid.errors import WeightsError
+from unreid.io import first_line
 
 __all__ = [
     "IMAGENET_NORM",
@@ -181,8 +182,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors of all kinds: one line for the user
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise WeightsError(f"weights file {path} cannot be read ({first[:160]})") from None
+        raise WeightsError(f"weights file {path} cannot be read ({first_line(exc)})") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]  # an unreid checkpoint
     elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
