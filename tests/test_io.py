@@ -49,6 +49,13 @@ def test_a_writer_that_raises_keeps_the_old_file_and_no_temp(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 
+def test_atomic_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert written.stat().st_mode == plain.stat().st_mode
+
+
 def test_atomic_path_keeps_the_suffix_for_path_taking_libraries(tmp_path: Path) -> None:
     out = tmp_path / "f.npz"
     with atomic_path(out) as tmp:
