@@ -34,6 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def build_trainer(args: argparse.Namespace, run_dir: Path):
     from unreid.config import load_config
+    from unreid.engine.loop import EpochStats
     from unreid.engine.trainer import Trainer
 
     cfg = load_config(
@@ -56,8 +57,8 @@ def build_trainer(args: argparse.Namespace, run_dir: Path):
         ],
     )
     trainer = Trainer(cfg, run_dir, log_to_disk=False)
-    trainer.prepare_epoch()
-    trainer.model.train()
+    trainer.stats = EpochStats()
+    trainer.begin_epoch()  # the label stage of epoch 1: labels, memory, sampler
     return trainer
 
 

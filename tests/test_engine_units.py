@@ -24,7 +24,8 @@ from unreid.engine.checkpoint import (
 )
 from unreid.engine.distributed import gather_shards, shard_bounds
 from unreid.engine.logger import RunLogger, jsonable
-from unreid.engine.trainer import derive_seed, lr_factor
+from unreid.engine.loop import derive_seed
+from unreid.engine.trainer import lr_factor
 from unreid.errors import ConfigError, WeightsError
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
 from unreid.config import Config, config_from_dict, save_config, to_container, validate_config
 from unreid.errors import ConfigError
 from unreid.io import first_line
+
+if TYPE_CHECKING:
+    from unreid.engine.trainer import Builders, Trainer
 
 __all__ = ["TrainResult", "train"]
 
@@ -63,6 +66,8 @@ def train(
     *,
     overrides: Sequence[str] = (),
     hooks: Sequence[Any] = (),
+    trainer_class: type[Trainer] | None = None,
+    builders: Builders | None = None,
 ) -> TrainResult:
     """Train ``cfg`` in ``cfg.run.out_dir``, or continue the run folder ``resume``.
 
@@ -75,6 +80,10 @@ def train(
         overrides: ``key=value`` applied to the resumed run's config (e.g.
             ``optim.epochs=60`` to extend it).
         hooks: extra :class:`unreid.engine.hooks.HookBase` instances.
+        trainer_class: a subclass of :class:`unreid.engine.trainer.Trainer` to run
+            (e.g. one overriding ``build_optimizer``); default ``Trainer``.
+        builders: :class:`unreid.engine.trainer.Builders`, the model, optimiser and
+            LR-schedule factories, to swap one without subclassing.
 
     Returns:
         :class:`TrainResult`. Raises :class:`TrainingError` on divergence (the
@@ -112,7 +121,10 @@ def train(
         if info.is_main and not eval_only:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
-        trainer = Trainer(cfg, run_dir, info=info, hooks=list(hooks), log_to_disk=not eval_only)
+        trainer = (trainer_class or Trainer)(
+            cfg, run_dir, info=info, hooks=list(hooks), log_to_disk=not eval_only,
+            builders=builders,
+        )
         if state is not None:
             trainer.load_state_dict(state, ckpt_path)
             trainer.log(f"resumed {ckpt_path} at epoch {trainer.epoch + 1}, step {trainer.step}")

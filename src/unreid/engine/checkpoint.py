@@ -10,6 +10,10 @@ A run folder holds two files:
   epoch's pseudo-labels and the step index, removed once the epoch ends. A
   run killed mid-epoch resumes from it and loses less than one epoch.
 
+Every checkpoint carries ``format``, the version of its layout: 2 adds
+``model_feature`` and the hooks' state to format 1. A checkpoint of a newer
+(or unknown) format is refused with one line rather than misread.
+
 Everything stored is a tensor, dict, list, str, int, float, bool or None, so
 ``torch.load(..., weights_only=True)`` reads it: configs are plain dicts,
 numpy arrays become tensors.
@@ -31,7 +35,9 @@ from unreid.io import atomic_write, first_line
 
 __all__ = [
     "CHECKPOINT",
+    "FORMAT",
     "STEP_CHECKPOINT",
+    "check_format",
     "check_model_signature",
     "check_resume_config",
     "config_differences",
@@ -46,7 +52,7 @@ __all__ = [
 
 CHECKPOINT = "checkpoint.pt"
 STEP_CHECKPOINT = "checkpoint_step.pt"
-FORMAT = 1
+FORMAT = 2  # the newest checkpoint layout this version writes and reads
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -78,7 +84,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise WeightsError(f"checkpoint {path} cannot be read ({first_line(exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise WeightsError(f"{path} is not an unreid checkpoint (no model/config entries)")
+    check_format(state.get("format", 1), path)
     return state
+
+
+def check_format(found: Any, path: Path) -> None:
+    """One-line :class:`WeightsError` unless ``found`` is a layout this version reads."""
+    if isinstance(found, int) and not isinstance(found, bool) and 1 <= found <= FORMAT:
+        return
+    raise WeightsError(
+        f"checkpoint {path} has format {found!r}, this unreid reads formats 1 to {FORMAT}: "
+        "read it with the unreid version that wrote it (its unreid_version entry) or upgrade"
+    )
 
 
 def model_signature(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,10 @@ The trainer calls, for every hook in registration order::
 The default order matters and is fixed by :func:`default_hooks`: the LR
 scheduler steps, the evaluator adds ``eval`` to the epoch's record, the
 checkpointer saves (records included), the metrics writer appends the line,
-the report writer runs at the end. Hooks reach the run through
-``self.trainer`` (set by the trainer when it registers them).
+the report hook keeps what the report shows and writes it at the end. Hooks
+reach the run through ``self.trainer`` (set by the trainer when it registers
+them); a hook with state of its own returns it from ``state_dict`` and it is
+saved in every checkpoint (keyed by the hook's class name).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 if TYPE_CHECKING:
     from unreid.engine.trainer import Trainer
@@ -41,6 +44,12 @@ class HookBase:
     """Override any of the six methods; ``self.trainer`` is the running trainer."""
 
     trainer: Trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the hook needs to continue after a resume (tensors, numbers, dicts)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def before_train(self) -> None: ...
 
@@ -80,7 +89,6 @@ class EvalHook(HookBase):
             record["eval"] = result.as_dict()
             t.log(f"epoch 0 (before training): {_eval_line(record['eval'])}")
         t.records.append(record)
-        t.keep_embedding("before")
 
     def after_epoch(self) -> None:
         t = self.trainer
@@ -134,7 +142,26 @@ class MetricsHook(HookBase):
 
 
 class ReportHook(HookBase):
-    """At the end: the arrays the HTML report needs, then the report itself (if viz has it)."""
+    """The report's data: a fixed sample of the query/gallery features before training and
+    at the end (t-SNE), the last finished epoch's labels, ranked lists of a few queries;
+    at the end the arrays go to :func:`unreid.viz.save_report_data` and the report is
+    written. Registered after :class:`EvalHook`, whose evaluations it reads."""
+
+    def __init__(self, num_embedded: int = 600, num_queries: int = 6, top: int = 10) -> None:
+        self.num_embedded = int(num_embedded)
+        self.num_queries = int(num_queries)
+        self.top = int(top)
+        self.embed: dict[str, torch.Tensor] = {}
+        self.final_labels: np.ndarray | None = None
+
+    def before_train(self) -> None:
+        if "before" not in self.embed:  # a resumed run evaluated nothing yet: kept from before
+            self._keep_embedding("before")
+
+    def after_epoch(self) -> None:
+        labels = self.trainer.labels
+        if labels is not None:
+            self.final_labels = labels.labels.copy()
 
     def after_train(self) -> None:
         t = self.trainer
@@ -142,11 +169,69 @@ class ReportHook(HookBase):
             return
         import unreid.viz as viz
 
-        if hasattr(viz, "save_report_data"):
-            viz.save_report_data(t.run_dir, **t.report_arrays())
-        if hasattr(viz, "write_report"):
-            index = viz.write_report(t.run_dir)
-            t.log(f"report: {index}")
+        viz.save_report_data(t.run_dir, **self.report_arrays())
+        index = viz.write_report(t.run_dir)
+        t.log(f"report: {index}")
+
+    def state_dict(self) -> dict[str, Any]:
+        # Mid-epoch the epoch's labels are those it will finish with.
+        labels = self.trainer.labels
+        final = labels.labels if labels is not None else self.final_labels
+        return {
+            "embed": dict(self.embed),
+            "final_labels": None if final is None else torch.from_numpy(final.copy()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.embed = dict(state.get("embed") or {})
+        final = state.get("final_labels")
+        self.final_labels = None if final is None else final.numpy()
+
+    def report_arrays(self) -> dict[str, Any]:
+        """Arrays for :func:`unreid.viz.save_report_data` (final labels, ranked lists, t-SNE)."""
+        t = self.trainer
+        ds = t.data.dataset
+        tr, q, g = ds.train, ds.query, ds.gallery
+        out: dict[str, Any] = {
+            "train_paths": np.asarray(tr.paths, dtype=str),
+            "train_pids": np.asarray(tr.pids),
+            "train_camids": np.asarray(tr.camids),
+            "query_paths": np.asarray(q.paths, dtype=str),
+            "gallery_paths": np.asarray(g.paths, dtype=str),
+            "q_pids": np.asarray(q.pids),
+            "g_pids": np.asarray(g.pids),
+        }
+        if self.final_labels is not None:
+            out["train_labels"] = self.final_labels
+        if t.last_eval_features is None:
+            return out
+        qf, gf = t.last_eval_features
+        rows = np.unique(np.linspace(0, len(qf) - 1, num=min(self.num_queries, len(qf)))
+                         .astype(np.int64))
+        dist = 1.0 - qf[torch.from_numpy(rows)] @ gf.T
+        top = torch.topk(dist, min(self.top, len(gf)), dim=1, largest=False)
+        out.update(ranked_query=rows, ranked_gallery=top.indices.numpy(),
+                   ranked_dist=top.values.numpy())
+        self._keep_embedding("after")
+        pick = self._embed_index(len(qf) + len(gf))
+        out["embed_after"] = self.embed["after"].numpy()
+        if "before" in self.embed:
+            out["embed_before"] = self.embed["before"].numpy()
+        out["embed_pids"] = np.concatenate([q.pids, g.pids])[pick]
+        out["embed_camids"] = np.concatenate([q.camids, g.camids])[pick]
+        return out
+
+    def _keep_embedding(self, name: str) -> None:
+        """Keep the fixed sample of the last evaluated features (rank 0) as ``name``."""
+        feats = self.trainer.last_eval_features
+        if feats is None:
+            return
+        both = torch.cat(feats)
+        self.embed[name] = both[torch.from_numpy(self._embed_index(len(both)))].clone()
+
+    def _embed_index(self, n: int) -> np.ndarray:
+        """Sorted indices of a fixed random sample of ``num_embedded`` of ``n`` rows."""
+        return np.sort(np.random.default_rng(0).permutation(n)[: min(self.num_embedded, n)])
 
 
 def default_hooks(cfg: Any) -> list[HookBase]:

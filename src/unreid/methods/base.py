@@ -19,7 +19,10 @@ step; the engine never knows which method runs:
 Class attributes declare what a method needs: ``uses_masks`` (the engine then
 also extracts foreground features ``x * mask``), ``uses_cameras`` (printed once
 when the data has none), ``supervised`` (only then does the engine pass the
-ground-truth identities; unsupervised methods never see them).
+ground-truth identities; unsupervised methods never see them),
+``needs_features`` (False when the labels do not come from the model, e.g.
+ground truth: the engine then extracts the training features only while
+:meth:`Method.wants_features` says so, and passes ``features=None`` otherwise).
 
 A new method is one file in ``unreid/methods/`` with a class decorated by
 ``@register_method("name")`` (see :mod:`unreid.methods.registry`).
@@ -63,7 +66,8 @@ class LabelInputs:
 
     Attributes:
         features: (N, D) float32 CPU tensor, L2-normalised features of the
-            training images (model in eval mode, no augmentation).
+            training images (model in eval mode, no augmentation); None when
+            the method did not want them this epoch (``needs_features=False``).
         fg_features: (N, D) like ``features`` but of the foreground images
             ``x * mask``; None unless the method ``uses_masks``.
         camids: (N,) int64 camera of each image (all 0 without cameras).
@@ -73,7 +77,7 @@ class LabelInputs:
         epoch: 0-based index of the epoch about to be trained.
     """
 
-    features: torch.Tensor
+    features: torch.Tensor | None
     camids: np.ndarray
     has_cameras: bool
     epoch: int
@@ -151,6 +155,7 @@ class Method:
     uses_masks: ClassVar[bool] = False
     uses_cameras: ClassVar[bool] = False
     supervised: ClassVar[bool] = False
+    needs_features: ClassVar[bool] = True  # make_labels reads this epoch's features
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -165,6 +170,12 @@ class Method:
         return str(self.cfg.method.augment)
 
     # ------------------------------------------------------------ per epoch
+
+    def wants_features(self) -> bool:
+        """Whether this epoch's label stage extracts the training images' features: always
+        when the labels come from them, else only until the head is built (a head
+        initialised from features, e.g. class centroids, is then kept across epochs)."""
+        return self.needs_features or self.head is None
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         raise NotImplementedError

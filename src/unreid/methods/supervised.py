@@ -7,6 +7,12 @@ the pseudo-labels, not of a different loss. A label-smoothed classifier
 (BoT-style) would be a second variable; the memory head also trains well as
 the upper bound (see docs/benchmarks.md for the synthetic-world numbers).
 
+The labels are the same every epoch and do not come from the model, so the
+training images are not re-extracted each epoch (``needs_features=False``):
+the memory is initialised to the identity centroids once, from the features
+before the first epoch, and is then carried across epochs, kept current by its
+own momentum update.
+
 Needs a dataset whose training images carry identities (Market layout, the
 synthetic world, a folder layout with a pid column).
 """
@@ -14,8 +20,11 @@ synthetic world, a folder layout with a pid column).
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
 
 from unreid.errors import ConfigError
+from unreid.losses import ClusterMemory
 from unreid.methods.base import LabelInputs, PseudoLabels
 from unreid.methods.cluster_contrast import MemoryMethod, dense_labels
 from unreid.methods.registry import register_method
@@ -26,6 +35,17 @@ __all__ = ["Supervised"]
 @register_method("supervised")
 class Supervised(MemoryMethod):
     supervised = True
+    needs_features = False
+
+    def build_head(
+        self, model: nn.Module, labels: PseudoLabels, features: torch.Tensor | None
+    ) -> None:
+        head = self.head
+        if features is None and isinstance(head, ClusterMemory) and \
+                head.centroids.shape[0] == labels.num_classes:  # the same identities: keep it
+            self._targets = self.device_labels(labels, next(model.parameters()).device)
+            return
+        super().build_head(model, labels, features)
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         pids = inputs.true_pids
