@@ -17,8 +17,9 @@ from helpers import Kill
 
 from unreid.config import load_config
 from unreid.engine import TrainResult, train
-from unreid.engine.checkpoint import CHECKPOINT, STEP_CHECKPOINT, load_checkpoint
+from unreid.engine.checkpoint import CHECKPOINT, FORMAT, STEP_CHECKPOINT, load_checkpoint
 from unreid.engine.hooks import HookBase
+from unreid.engine.trainer import Builders, Trainer
 from unreid.errors import ConfigError, TrainingError, WeightsError
 
 EPOCHS = 3
@@ -96,6 +97,9 @@ def test_run_folder_holds_config_metrics_and_last_epoch_checkpoint(cc_run: Train
     state = load_checkpoint(run / CHECKPOINT)
     assert state["epoch"] == EPOCHS and state["kind"] == "epoch"
     assert not (run / STEP_CHECKPOINT).exists()
+    # it describes itself: the resolved retrieval feature (config says auto), its layout
+    assert state["config"]["model"]["feature"] == "auto"
+    assert state["model_feature"] == "bn" and state["format"] == FORMAT
 
 
 def test_supervised_upper_bound_learns(tiny_world: Path, tmp_path: Path) -> None:
@@ -132,6 +136,7 @@ def test_mid_epoch_resume_continues_from_the_step_checkpoint(
         train(make_cfg(tiny_world, out, "run.checkpoint_steps=3"), hooks=[Kill(1, 7)])
     step_state = load_checkpoint(out / STEP_CHECKPOINT)
     assert (step_state["epoch"], step_state["step"]) == (1, 6)
+    assert step_state["model_feature"] == "bn"
     assert load_checkpoint(out / CHECKPOINT)["epoch"] == 1
     train(None, resume=out)
     assert [r["epoch"] for r in lines(out)] == list(range(EPOCHS + 1))
@@ -224,3 +229,77 @@ def test_plain_folder_without_cameras_or_test_split_trains(
     assert "label_quality" not in recs[1]  # pids unknown in a plain folder
     log = (tmp_path / "run" / "log.txt").read_text()
     assert log.count("has no query/gallery split") == 1
+
+
+def counting_trainer(calls: list[int]) -> type[Trainer]:
+    """A Trainer that appends the epoch to ``calls`` whenever it extracts the training images."""
+
+    class Counting(Trainer):
+        def extract(self, images: np.ndarray, masks: np.ndarray | None = None) -> torch.Tensor:
+            if images is self.data.images:
+                calls.append(self.epoch)
+            return super().extract(images, masks)
+
+    return Counting
+
+
+def test_supervised_extracts_training_features_once_and_resumes_exactly(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    """Labels that do not come from the model: the training images are extracted once, to
+    initialise the memory; a kill mid-epoch or at an epoch's end changes nothing."""
+    sup = ("method.name=supervised", "run.checkpoint_steps=3")
+    whole: list[int] = []
+    full = train(make_cfg(tiny_world, tmp_path / "full", *sup),
+                 trainer_class=counting_trainer(whole))
+    assert whole == [0]  # not once per epoch
+    cc: list[int] = []
+    train(make_cfg(tiny_world, tmp_path / "cc", "optim.epochs=2"),
+          trainer_class=counting_trainer(cc))
+    assert cc == [0, 1]  # labels from features: every epoch
+    losses = [r.get("loss") for r in full.records]
+    assert all(np.isfinite(v) for v in losses[1:])
+
+    killed, resumed = tmp_path / "killed", []
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg(tiny_world, killed, *sup), hooks=[Kill(1, 7)])
+    train(None, resume=killed, trainer_class=counting_trainer(resumed))
+    assert resumed == []
+    assert [r.get("loss") for r in lines(killed)] == losses
+    assert same_weights(killed, full.run_dir)
+
+    boundary, resumed = tmp_path / "boundary", []
+    train(make_cfg(tiny_world, boundary, *sup, "optim.epochs=1"))
+    train(None, resume=boundary, overrides=[f"optim.epochs={EPOCHS}"],
+          trainer_class=counting_trainer(resumed))
+    assert resumed == []  # the memory came back with the checkpoint
+    assert [r.get("loss") for r in lines(boundary)] == losses
+    assert same_weights(boundary, full.run_dir)
+
+
+def sgd(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01,
+                           momentum=0.5)
+
+
+class SGDTrainer(Trainer):
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return sgd(model, self.cfg)
+
+
+@pytest.mark.parametrize("how", ["builders", "trainer_class"])
+def test_a_caller_swaps_the_optimizer(how: str, tiny_world: Path, tmp_path: Path) -> None:
+    seen: list[torch.optim.Optimizer] = []
+
+    class Grab(HookBase):
+        def after_step(self) -> None:
+            seen.append(self.trainer.optimizer)
+
+    kw = {"builders": Builders(optimizer=sgd)} if how == "builders" else {
+        "trainer_class": SGDTrainer}
+    out = tmp_path / "run"
+    train(make_cfg(tiny_world, out, "optim.epochs=1", "optim.iters=2"), hooks=[Grab()], **kw)
+    assert len(seen) == 2 and all(isinstance(o, torch.optim.SGD) for o in seen)
+    groups = load_checkpoint(out / CHECKPOINT)["optimizer"]["param_groups"]
+    assert len(groups) == 2 and groups[0]["momentum"] == 0.5  # plus the head group
+    assert groups[0]["lr"] == 0.01

@@ -13,6 +13,7 @@ from torch import nn
 
 from unreid.config import load_config, to_container
 from unreid.engine.checkpoint import (
+    FORMAT,
     check_model_signature,
     check_resume_config,
     get_rng_state,
@@ -56,6 +57,22 @@ def test_checkpoint_roundtrip_is_weights_only_and_atomic(tmp_path: Path) -> None
     loaded = load_checkpoint(tmp_path / "run")  # a run folder resolves to its checkpoint
     assert torch.equal(loaded["model"]["weight"], model.weight.detach())
     assert loaded["records"] == state["records"]
+
+
+@pytest.mark.parametrize("found", [FORMAT + 1, "2", None, 0])
+def test_a_checkpoint_of_an_unknown_format_is_refused_in_one_line(
+    tmp_path: Path, found: object
+) -> None:
+    state = {"model": {}, "config": {}, "format": found}
+    path = save_checkpoint(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(WeightsError) as err:
+        load_checkpoint(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and f"format {found!r}" in msg
+    assert f"reads formats 1 to {FORMAT}" in msg
+    for known in range(1, FORMAT + 1):  # older layouts still read
+        save_checkpoint({**state, "format": known}, path)
+        assert load_checkpoint(path)["format"] == known
 
 
 def test_rng_state_restores_torch_numpy_and_python_streams() -> None:
