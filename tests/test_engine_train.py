@@ -303,3 +303,28 @@ def test_a_caller_swaps_the_optimizer(how: str, tiny_world: Path, tmp_path: Path
     groups = load_checkpoint(out / CHECKPOINT)["optimizer"]["param_groups"]
     assert len(groups) == 2 and groups[0]["momentum"] == 0.5  # plus the head group
     assert groups[0]["lr"] == 0.01
+
+
+def test_report_data_is_kept_across_a_resume(
+    tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report hook's state (the t-SNE sample before training, the last labels) travels
+    with the checkpoint, so a resumed run's report still shows the "before" embedding."""
+    pages: list[Path] = []
+    # The data is under test here, not the page (tests/test_viz_report.py renders it).
+    monkeypatch.setattr("unreid.viz.write_report", lambda run: pages.append(run) or run)
+    out = tmp_path / "run"
+    train(make_cfg(tiny_world, out, "run.report=true", "optim.epochs=1", "optim.iters=2"))
+    hook_state = load_checkpoint(out / CHECKPOINT)["hooks"]["ReportHook"]
+    before = hook_state["embed"]["before"].numpy()
+    with np.load(out / "report_data.npz") as npz:
+        pool = len(npz["query_paths"]) + len(npz["gallery_paths"])
+        assert before.shape[0] == min(600, pool) == len(npz["embed_pids"])
+        assert np.array_equal(npz["embed_before"], before)
+        assert np.array_equal(npz["train_labels"], hook_state["final_labels"].numpy())
+    train(None, resume=out, overrides=["optim.epochs=2"])
+    with np.load(out / "report_data.npz") as npz:
+        assert np.array_equal(npz["embed_before"], before)
+        assert not np.array_equal(npz["embed_after"], before)  # trained two epochs since
+        assert len(npz["train_labels"]) == len(npz["train_paths"])
+    assert pages == [out, out]

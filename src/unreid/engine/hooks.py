@@ -206,14 +206,12 @@ class ReportHook(HookBase):
         if t.last_eval_features is None:
             return out
         qf, gf = t.last_eval_features
-        rows = np.unique(np.linspace(0, len(qf) - 1, num=min(self.num_queries, len(qf)))
-                         .astype(np.int64))
+        rows, pick = self._samples(len(qf), len(qf) + len(gf))
         dist = 1.0 - qf[torch.from_numpy(rows)] @ gf.T
         top = torch.topk(dist, min(self.top, len(gf)), dim=1, largest=False)
         out.update(ranked_query=rows, ranked_gallery=top.indices.numpy(),
                    ranked_dist=top.values.numpy())
         self._keep_embedding("after")
-        pick = self._embed_index(len(qf) + len(gf))
         out["embed_after"] = self.embed["after"].numpy()
         if "before" in self.embed:
             out["embed_before"] = self.embed["before"].numpy()
@@ -227,11 +225,15 @@ class ReportHook(HookBase):
         if feats is None:
             return
         both = torch.cat(feats)
-        self.embed[name] = both[torch.from_numpy(self._embed_index(len(both)))].clone()
+        pick = self._samples(len(feats[0]), len(both))[1]
+        self.embed[name] = both[torch.from_numpy(pick)].clone()
 
-    def _embed_index(self, n: int) -> np.ndarray:
-        """Sorted indices of a fixed random sample of ``num_embedded`` of ``n`` rows."""
-        return np.sort(np.random.default_rng(0).permutation(n)[: min(self.num_embedded, n)])
+    def _samples(self, num_query: int, pool: int) -> tuple[np.ndarray, np.ndarray]:
+        """The queries shown as ranked lists and the fixed sample of ``pool`` rows embedded."""
+        from unreid.viz import select_report_samples
+
+        return select_report_samples(num_query, pool, num_ranked=self.num_queries,
+                                     num_embed=self.num_embedded)
 
 
 def default_hooks(cfg: Any) -> list[HookBase]:
