@@ -111,7 +111,10 @@ class Checkpointer:
         t.records = [dict(r) for r in state["records"]]
         t.scheduler.load_state_dict(state["scheduler"])
         t.scaler.load_state_dict(state["scaler"])
-        hook_states = state.get("hooks") or {}
+        hook_states = state.get("hooks")
+        if hook_states is None:  # format 1 kept the report's data at the top level
+            hook_states = {"ReportHook": {k: state[k] for k in ("embed", "final_labels")
+                                          if k in state}}
         for hook in t.hooks:
             if type(hook).__name__ in hook_states:
                 hook.load_state_dict(hook_states[type(hook).__name__])
