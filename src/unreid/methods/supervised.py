@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from unreid.cluster import dense_labels
 from unreid.errors import ConfigError
 from unreid.losses import ClusterMemory
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.cluster_contrast import MemoryMethod, dense_labels
+from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
 __all__ = ["Supervised"]
