@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import Kill
+from helpers import Kill, second_half_gain
 
 from unreid.cluster import class_centres
 from unreid.config import ModelConfig, load_config
@@ -314,37 +314,44 @@ def adapt_cfg(world: Path, out: Path, source: Path, *overrides: str):
 def test_rsl_adapts_a_source_model_on_the_tiny_world(
     tiny_world: Path, source_model: Path, tmp_path: Path
 ) -> None:
-    # measured over run seeds 0-3: mAP 15.6 -> 19.2, 32.6, 13.4, 24.5 (the 33 queries of
-    # the tiny world make one run noisy; seed 0 is the default)
     result = train(adapt_cfg(tiny_world, tmp_path / "rsl", source_model, "method.name=rsl",
                              "cluster.lambda_=0.6"))
     recs = result.records
-    assert recs[-1]["loss"] < recs[1]["loss"]
     assert set(recs[1]["losses"]) == {"ce", "soft"}
-    assert recs[-1]["losses"]["ce"] < recs[1]["losses"]["ce"]
     for r in recs[1:]:
         assert r["num_clusters"] == 12
         assert r["info"]["reliable"] + r["info"]["soft"] == 96
         assert r["num_outliers"] == r["info"]["soft"]  # unselected = soft-labelled
     assert any(r["info"]["soft"] > 0 for r in recs[1:])
-    assert result.final["mAP"] > result.initial["mAP"] + 0.02
+    # One run's mAP moves by many points with float rounding (run seeds 0-5 here:
+    # 15.6 -> 19.2, 32.6, 13.4, 24.5, 28.5, 18.4), and that rounding differs between
+    # processors, so the test asserts on the pseudo-labels instead: their ARI against
+    # the truth (logged, never used in training), averaged over the second half of the
+    # run, rises above epoch 1's. Measured on an AMD EPYC (torch on 1 thread), run seeds
+    # 0-5: gain +0.06 to +0.17; with optim.lr=0 (nothing learnt), seeds 0-1: -0.02, -0.00.
+    assert second_half_gain(recs) > 0.03
 
 
 @pytest.mark.slow
 def test_pul_adapts_a_source_model_with_a_growing_lambda(
     tiny_world: Path, source_model: Path, tmp_path: Path
 ) -> None:
-    # measured over run seeds 0-3: mAP 15.6 -> 27.8, 23.0, 18.9, 20.0
     result = train(adapt_cfg(tiny_world, tmp_path / "pul", source_model, "method.name=pul",
                              "cluster.lambda_=0.5", "cluster.lambda_step=0.02"))
     recs = result.records
-    assert recs[-1]["loss"] < recs[1]["loss"]
     lambdas = [r["info"]["lambda"] for r in recs[1:]]
     assert lambdas == pytest.approx([0.5 + 0.02 * e for e in range(12)])
     for r in recs[1:]:
         assert r["num_outliers"] == 96 - r["info"]["selected"]
         assert r["num_clusters"] <= r["info"]["k"] == 12
-    assert result.final["mAP"] > result.initial["mAP"] + 0.02
+    # Neither "mAP rose" nor "loss fell" on one run holds on every processor (an Intel
+    # Xeon gave mAP 13.6 -> 13.7 where this AMD EPYC gives 15.6 -> 27.8), and PUL's loss
+    # falls even when nothing is learnt (the growing lambda keeps ever easier samples).
+    # The labels' ARI against the truth (logged, never used in training), averaged over
+    # the second half of the run, rises above epoch 1's. Measured on an AMD EPYC (torch
+    # on 1 thread), run seeds 0-5: gain +0.08 to +0.19; with optim.lr=0, seeds 0-1:
+    # -0.08, -0.10.
+    assert second_half_gain(recs) > 0.03
 
 
 @pytest.mark.slow

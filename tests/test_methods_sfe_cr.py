@@ -209,8 +209,8 @@ def test_sfe_cr_adapts_a_source_model_with_foreground_clusters(
     (measured over run seeds 0-3: 15.6 -> 13.3, 11.5, 5.7, 7.1), as cluster-contrast's
     does from a random init (tests/test_engine_train.py). Clustering the foreground
     features (the ``global_features=foreground`` ablation) gives clusters that span the
-    cameras, and training the input images on them raises it (seeds 0-3: 15.6 -> 26.0,
-    19.2, 28.5, 25.4)."""
+    cameras, and training the input images on them raises it (seeds 0-5: 15.6 -> 27.7,
+    28.5, 35.9, 35.4, 32.4, 30.4)."""
     from test_methods_rsl_pul import e2e_cfg, source_checkpoint
 
     source = source_checkpoint(tmp_path_factory)
@@ -220,7 +220,11 @@ def test_sfe_cr_adapts_a_source_model_with_foreground_clusters(
     result = train(cfg)
     recs = result.records
     assert [r["epoch"] for r in recs] == list(range(9))
-    assert recs[-1]["loss"] < recs[1]["loss"]
+    # The gain is large next to run-to-run noise: run seeds 0-5 on an AMD EPYC (torch on
+    # 1 thread) +12.1 to +20.3 points; with optim.lr=0 (nothing learnt), seeds 0-1: -1.4,
+    # -0.1. One run's loss, though, can end above epoch 1's on another processor (an
+    # Intel Xeon: 2.607 vs 2.464; the cluster memory's loss also falls with lr=0), so
+    # the loss is not asserted.
     assert result.final["mAP"] > result.initial["mAP"] + 0.05
     for r in recs[1:]:
         info = r["info"]
