@@ -74,14 +74,16 @@ def cc_run(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainR
 def test_cluster_contrast_trains_and_logs_label_quality(cc_run: TrainResult) -> None:
     recs = cc_run.records
     assert [r["epoch"] for r in recs] == list(range(EPOCHS + 1))
-    assert recs[-1]["loss"] < recs[1]["loss"]
+    assert all(0 < r["loss"] < 20 for r in recs[1:])
     # The synthetic world is built so that a naive feature groups images by camera:
-    # from a random init, cluster-contrast's clusters follow the cameras and its mAP
-    # does not rise (the problem SFE-CR's masks and re-allocation address; its own
-    # end-to-end test asserts the gain). Measured here, so a change shows.
+    # from a random init, cluster-contrast's clusters do not find the people and its
+    # mAP does not rise (the problem SFE-CR's masks and re-allocation address; its own
+    # end-to-end test asserts the gain). Measured here, so a change shows: the best
+    # epoch's ARI over run seeds 0-5 (AMD EPYC, torch on 1 thread) is 0.09-0.16. The
+    # loss is not compared across epochs: the cluster memory's momentum update makes
+    # it fall even with optim.lr=0, and on seeds 1 and 3 it falls by under 5%.
     quality = [r["label_quality"] for r in recs[1:]]
     assert max(q["ari"] for q in quality) < 0.5
-    assert min(q["multi_camera_share"] for q in quality) < 0.5
     epoch = recs[1]
     assert epoch["num_clusters"] >= 4 and 0 <= epoch["num_outliers"] < 96
     assert epoch["label_quality"]["num_true_ids"] == 12  # ground truth is logged, not used
@@ -110,8 +112,12 @@ def test_supervised_upper_bound_learns(tiny_world: Path, tmp_path: Path) -> None
     recs = result.records
     assert recs[1]["num_clusters"] == 12 and recs[1]["num_outliers"] == 0
     assert recs[1]["label_quality"]["ari"] == pytest.approx(1.0)
-    assert recs[-1]["loss"] < recs[1]["loss"]
-    assert result.final["mAP"] > result.initial["mAP"]
+    # Learning shows in the loss averaged over two epochs; one run's mAP does not show
+    # it (over run seeds 0-5 it moves by -3.7 to +5.6 points). Measured on an AMD EPYC
+    # (torch on 1 thread): last two epochs / first two 0.81-0.88 over run seeds 0-5,
+    # 0.97-0.98 with optim.lr=0 (seeds 0-1).
+    losses = [r["loss"] for r in recs[1:]]
+    assert sum(losses[-2:]) < 0.93 * sum(losses[:2])
 
 
 def test_resume_after_an_epoch_repeats_nothing_and_matches_exactly(
