@@ -17,7 +17,7 @@ Measurements, each in a fresh subprocess so that peak memory readings do not mix
 
 - knn: `unreid.cluster.knn(x, k1)`, the exact kNN every method needs (the floor);
 - sparse: `jaccard_distance(x, k1, k2, cutoff=eps)` + `dbscan(..., eps, min_samples)`;
-- dense (N <= 13,000 only): the dense reference of tests/test_cluster_jaccard.py
+- dense (N <= 13,000 only): the dense reference of tests/jaccard_reference.py
   (`dense_jaccard`, float32 N x N matrices and per-row loops like cluster-contrast's
   `compute_jaccard_distance`, fed with the same kNN lists) + scikit-learn DBSCAN on the
   dense matrix. Its labels must equal the sparse ones up to renumbering (checked
@@ -109,8 +109,8 @@ def worker(kind: str, n: int, ids: int, repeats: int, labels_out: str) -> dict:
 
     else:
         sys.path.insert(0, str(HERE.parent / "tests"))
+        from jaccard_reference import dense_jaccard
         from sklearn.cluster import DBSCAN
-        from test_cluster_jaccard import dense_jaccard
 
         def run():
             s = time.perf_counter()

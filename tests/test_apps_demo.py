@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-pytest.importorskip("unreid.methods.sfe_cr")
+pytestmark = pytest.mark.slow
 
 
 def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):

@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
+from jaccard_reference import clustered, dense_jaccard
 from scipy import sparse
 from sklearn.cluster import DBSCAN
-from test_cluster_jaccard import clustered, dense_jaccard
 
 from unreid.cluster import dbscan, jaccard_distance
 from unreid.errors import ClusteringError

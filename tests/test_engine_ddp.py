@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_engine_train import make_cfg
+from helpers import tiny_cfg
 
 
 def _free_port() -> int:
@@ -34,7 +34,7 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, queue) -> Non
             if self.trainer.step == 0:
                 seen.append(self.trainer.labels.labels.tolist())
 
-    cfg = make_cfg(Path(data), Path(out), "optim.num_identities=2", "eval.eval_every=0")
+    cfg = tiny_cfg(Path(data), Path(out), "optim.num_identities=2", "eval.eval_every=0")
     result = train(cfg, hooks=[GrabLabels()])
     queue.put((rank, seen, [r.get("loss") for r in result.records[1:]]))
 

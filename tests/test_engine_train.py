@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import Kill
+from helpers import TINY_EPOCHS, Kill, tiny_cfg
 
 from unreid.config import load_config
 from unreid.engine import TrainResult, train
@@ -22,34 +22,10 @@ from unreid.engine.hooks import HookBase
 from unreid.engine.trainer import Builders, Trainer
 from unreid.errors import ConfigError, TrainingError, WeightsError
 
-EPOCHS = 3
+# Every test here trains (or resumes) a run.
+pytestmark = pytest.mark.slow
 
-
-def make_cfg(world: Path, out: Path, *overrides: str):
-    return load_config(
-        [],
-        [
-            f"data.root={world}",
-            f"data.cache_dir={out.parent / 'image-cache'}",
-            "data.height=64",
-            "data.width=32",
-            "model.backbone=tiny_cnn",
-            "model.pretrained=none",
-            f"optim.epochs={EPOCHS}",
-            "optim.iters=8",
-            "optim.num_identities=4",
-            "optim.num_instances=4",
-            "optim.warmup_epochs=0",
-            "cluster.k1=10",
-            "cluster.k2=3",
-            "eval.eval_every=1",
-            "run.device=cpu",
-            "run.report=false",
-            "run.checkpoint_minutes=0",
-            f"run.out_dir={out}",
-            *overrides,
-        ],
-    )
+EPOCHS = TINY_EPOCHS
 
 
 def lines(run_dir: Path) -> list[dict]:
@@ -68,7 +44,7 @@ def same_weights(a: Path, b: Path) -> bool:
 @pytest.fixture(scope="module")
 def cc_run(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     out = tmp_path_factory.mktemp("cc") / "run"
-    return train(make_cfg(tiny_world, out))
+    return train(tiny_cfg(tiny_world, out))
 
 
 def test_cluster_contrast_trains_and_logs_label_quality(cc_run: TrainResult) -> None:
@@ -107,7 +83,7 @@ def test_run_folder_holds_config_metrics_and_last_epoch_checkpoint(cc_run: Train
 def test_supervised_upper_bound_learns(tiny_world: Path, tmp_path: Path) -> None:
     # From a random init the first steps mostly move the BN statistics away from
     # their init; a few more steps at a higher rate show the learning.
-    result = train(make_cfg(tiny_world, tmp_path / "sup", "method.name=supervised",
+    result = train(tiny_cfg(tiny_world, tmp_path / "sup", "method.name=supervised",
                             "optim.epochs=4", "optim.iters=20", "optim.lr=1e-3"))
     recs = result.records
     assert recs[1]["num_clusters"] == 12 and recs[1]["num_outliers"] == 0
@@ -124,10 +100,10 @@ def test_resume_after_an_epoch_repeats_nothing_and_matches_exactly(
     cc_run: TrainResult, tiny_world: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    train(make_cfg(tiny_world, out, "optim.epochs=1"))
+    train(tiny_cfg(tiny_world, out, "optim.epochs=1"))
     assert [r["epoch"] for r in lines(out)] == [0, 1]
     with pytest.raises(ConfigError, match="already holds a run"):
-        train(make_cfg(tiny_world, out, "optim.epochs=1"))
+        train(tiny_cfg(tiny_world, out, "optim.epochs=1"))
     resumed = train(None, resume=out, overrides=[f"optim.epochs={EPOCHS}"])
     assert [r["epoch"] for r in lines(out)] == list(range(EPOCHS + 1))
     assert [r.get("loss") for r in resumed.records] == [r.get("loss") for r in cc_run.records]
@@ -139,7 +115,7 @@ def test_mid_epoch_resume_continues_from_the_step_checkpoint(
 ) -> None:
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        train(make_cfg(tiny_world, out, "run.checkpoint_steps=3"), hooks=[Kill(1, 7)])
+        train(tiny_cfg(tiny_world, out, "run.checkpoint_steps=3"), hooks=[Kill(1, 7)])
     step_state = load_checkpoint(out / STEP_CHECKPOINT)
     assert (step_state["epoch"], step_state["step"]) == (1, 6)
     assert step_state["model_feature"] == "bn"
@@ -164,7 +140,7 @@ def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 ) -> None:
     out = tmp_path / "run"
     with pytest.raises(TrainingError) as err:
-        train(make_cfg(tiny_world, out, "run.checkpoint_steps=2"), hooks=[PoisonWeights()])
+        train(tiny_cfg(tiny_world, out, "run.checkpoint_steps=2"), hooks=[PoisonWeights()])
     msg = str(err.value)
     assert "\n" not in msg and "optim.lr" in msg and "epoch 2" in msg
     state = load_checkpoint(out / CHECKPOINT)
@@ -175,7 +151,7 @@ def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(
 
 def test_zero_clusters_names_cluster_eps(tiny_world: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingError) as err:
-        train(make_cfg(tiny_world, tmp_path / "run", "cluster.eps=0.0001"))
+        train(tiny_cfg(tiny_world, tmp_path / "run", "cluster.eps=0.0001"))
     assert "cluster.eps=0.0001" in str(err.value) and "\n" not in str(err.value)
 
 
@@ -183,7 +159,7 @@ def test_resume_with_another_model_or_config_is_one_line(
     cc_run: TrainResult, tiny_world: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(ConfigError) as err:
-        cfg = make_cfg(tiny_world, tmp_path / "x", "model.backbone=resnet18")
+        cfg = tiny_cfg(tiny_world, tmp_path / "x", "model.backbone=resnet18")
         train(cfg, resume=cc_run.run_dir)
     assert "model.backbone='resnet18' (run: 'tiny_cnn')" in str(err.value)
     assert "\n" not in str(err.value)
@@ -225,7 +201,7 @@ def test_plain_folder_without_cameras_or_test_split_trains(
 ) -> None:
     """Own footage: a folder of crops, no cameras, no query/gallery: it trains, logs labels,
     and says once that there is nothing to evaluate."""
-    cfg = make_cfg(tiny_world / "bounding_box_train", tmp_path / "run", "data.layout=folder",
+    cfg = tiny_cfg(tiny_world / "bounding_box_train", tmp_path / "run", "data.layout=folder",
                    "optim.epochs=2", "optim.iters=3")
     result = train(cfg)
     recs = result.records

@@ -217,9 +217,6 @@ def test_load_masks_values_and_cache(tmp_path):
 
 
 def test_cli_masks_end_to_end(tmp_path, capsys):
-    load_dataset = pytest.importorskip("unreid.data").__dict__.get("load_dataset")
-    if load_dataset is None:
-        pytest.skip("unreid.data.load_dataset not available")
     from unreid.cli import main
 
     world = _world(tmp_path, n=3, h=16, w=8)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import Kill, second_half_gain
+from helpers import TRANSFER, Kill, second_half_gain, tiny_cfg
 
 from unreid.cluster import class_centres
 from unreid.config import ModelConfig, load_config
@@ -252,8 +252,8 @@ def test_pul_head_starts_from_the_selected_centres_and_batches_use_selected_samp
 #
 # PUL's protocol: the network starts from a model trained *with labels on another
 # dataset* and adapts to the unlabelled target by clustering and fine-tuning. Here the
-# source is a second synthetic world (world seed 1: other people, other camera scenes),
-# trained with its identities (method supervised); the target is the shared tiny world.
+# source is a second synthetic world trained with its identities (the source_model
+# fixture, tests/conftest.py); the target is the shared tiny world.
 # From a random init neither method raises the mAP on the tiny world (measured over
 # run seeds 0-3, 8-24 epochs): its k-means clusters follow the cameras, as
 # cluster-contrast's DBSCAN clusters do (tests/test_engine_train.py).
@@ -264,47 +264,8 @@ def test_pul_head_starts_from_the_selected_centres_and_batches_use_selected_samp
 # samples pass there, hence the lower lambda.
 
 
-def e2e_cfg(world: Path, out: Path, *overrides: str):
-    """The tiny end-to-end setting: tiny_cnn at 64x32 on CPU, 20 steps of 4 x 4 images
-    per epoch, evaluation before and after training only."""
-    return load_config(
-        [],
-        [
-            f"data.root={world}", f"data.cache_dir={out.parent / 'image-cache'}",
-            "data.height=64", "data.width=32", "model.backbone=tiny_cnn",
-            "optim.warmup_epochs=0", "optim.num_identities=4", "optim.num_instances=4",
-            "optim.iters=20", "optim.lr=1e-3", "cluster.k1=10", "cluster.k2=3",
-            "eval.eval_every=0", "run.device=cpu", "run.report=false",
-            "run.checkpoint_minutes=0", f"run.out_dir={out}", *overrides,
-        ],
-    )
-
-
-def source_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """checkpoint.pt of tiny_cnn trained with labels on another synthetic world (~6 s),
-    trained once per session (per xdist worker) and shared with the SFE-CR test."""
-    from unreid.data.synth import SynthConfig, generate_world
-
-    base = tmp_path_factory.getbasetemp() / "source-model"
-    checkpoint = base / "run" / "checkpoint.pt"
-    if not checkpoint.is_file():
-        world = generate_world(
-            SynthConfig(ids=48, cameras=3, images_per_id=8, height=64, width=32, seed=1,
-                        occluders=0.0, distractors=8),
-            base / "world", progress=False,
-        )
-        train(e2e_cfg(Path(world), base / "run", "method.name=supervised",
-                      "model.pretrained=none", "optim.epochs=8"))
-    return checkpoint
-
-
-@pytest.fixture(scope="module")
-def source_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return source_checkpoint(tmp_path_factory)
-
-
 def adapt_cfg(world: Path, out: Path, source: Path, *overrides: str):
-    return e2e_cfg(world, out, f"model.pretrained={source}", "model.feature=bn",
+    return tiny_cfg(world, out, *TRANSFER, f"model.pretrained={source}", "model.feature=bn",
                    "model.dropout=0.5",
                    "method.augment=rsl", "cluster.num_classes=12", "optim.epochs=12",
                    *overrides)
@@ -359,8 +320,8 @@ def test_rsl_mid_epoch_resume_keeps_the_loaded_classifier(tiny_world: Path, tmp_
     # The FC is the head: resuming must keep the checkpoint's FC (and its Adam state in
     # the head group), not re-initialise it from centres it has no features for.
     def cfg_for(out: Path, *extra: str):
-        return e2e_cfg(tiny_world, out, "method.name=rsl", "model.pretrained=none",
-                       "cluster.num_classes=12", "optim.epochs=2", "optim.iters=6", *extra)
+        return tiny_cfg(tiny_world, out, *TRANSFER, "method.name=rsl", "cluster.num_classes=12",
+                        "optim.epochs=2", "optim.iters=6", *extra)
 
     whole = train(cfg_for(tmp_path / "whole"))
     out = tmp_path / "killed"

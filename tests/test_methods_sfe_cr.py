@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TRANSFER, tiny_cfg
 
 from unreid.cluster import camera_local_clusters, jaccard_dbscan, reallocate_camera_clusters
 from unreid.config import load_config
@@ -198,7 +199,7 @@ def test_no_local_cluster_anywhere_warns_with_the_knob() -> None:
 
 @pytest.mark.slow
 def test_sfe_cr_adapts_a_source_model_with_foreground_clusters(
-    tiny_world: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    tiny_world: Path, source_model: Path, tmp_path: Path
 ) -> None:
     """PUL's transfer protocol (see tests/test_methods_rsl_pul.py): a tiny_cnn trained with
     labels on another synthetic world adapts to the tiny world without labels.
@@ -211,10 +212,7 @@ def test_sfe_cr_adapts_a_source_model_with_foreground_clusters(
     features (the ``global_features=foreground`` ablation) gives clusters that span the
     cameras, and training the input images on them raises it (seeds 0-5: 15.6 -> 27.7,
     28.5, 35.9, 35.4, 32.4, 30.4)."""
-    from test_methods_rsl_pul import e2e_cfg, source_checkpoint
-
-    source = source_checkpoint(tmp_path_factory)
-    cfg = e2e_cfg(tiny_world, tmp_path / "run", f"model.pretrained={source}",
+    cfg = tiny_cfg(tiny_world, tmp_path / "run", *TRANSFER, f"model.pretrained={source_model}",
                   "method.name=sfe_cr", "masks.provider=synthetic",
                   "method.global_features=foreground", "optim.epochs=8")
     result = train(cfg)
