@@ -63,7 +63,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     print(f"synthetic world written to {out}")
 
 
-def cmd_check_data(args: argparse.Namespace) -> None:
+def cmd_check_data(args: argparse.Namespace) -> int:
     from unreid.data.check import check_data, format_report
 
     report = check_data(

@@ -244,8 +244,8 @@ def search(
 
     results = []
     for qi, qpath in enumerate(query_paths):
-        parsed = parse_market_name(qpath)
-        qpid = parsed[0] if parsed is not None and parsed[0] >= 0 else None
+        q_parsed = parse_market_name(qpath)
+        qpid = q_parsed[0] if q_parsed is not None and q_parsed[0] >= 0 else None
         matches = []
         for gi in order[qi].tolist():
             gpid = g_pids[gi]

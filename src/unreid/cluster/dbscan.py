@@ -104,7 +104,7 @@ def dbscan(
     n = shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    values = sparse_dist.data if is_sparse else np.asarray(sparse_dist)
+    values = np.asarray(sparse_dist.data if is_sparse else sparse_dist)
     if values.size and not (np.isfinite(values).all() and values.min() >= 0):
         raise ClusteringError(
             "dbscan: distances must be finite and >= 0; the distance matrix contains "

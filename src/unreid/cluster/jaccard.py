@@ -374,12 +374,14 @@ def rerank(
             rows = min(stop, num_q) - start
             out[start : start + rows] = block[:rows, num_q:].cpu().numpy()
 
-    rank, sims, row_min = scan(
+    rank_t, sims_t, row_min = scan(
         x, inv_norm, max(k1 + 1, k2), with_row_min=True, on_block=keep_query_block
     )
+    assert row_min is not None  # with_row_min=True
     row_max = np.maximum(2.0 - 2.0 * row_min.double().cpu().numpy(), 0.0)
     scale = np.divide(1.0, row_max, out=np.ones(n), where=row_max > 0)
-    rank, sims = rank.cpu().numpy(), sims.cpu().numpy()
+    rank, sims = rank_t.cpu().numpy(), sims_t.cpu().numpy()
+    del rank_t, sims_t
     v = _encode(
         x, inv_norm, rank, sims, width=k1 + 1, half_width=_half_width(k1), k2=k2, scale=scale
     )

@@ -111,8 +111,8 @@ def _assign(
 
         index = faiss.IndexFlatIP(centres.shape[1])
         index.add(np.ascontiguousarray(centres.numpy()))
-        sims, labels = index.search(np.ascontiguousarray(x.numpy()), 1)
-        return torch.from_numpy(labels[:, 0].astype(np.int64)), torch.from_numpy(sims[:, 0])
+        found_sims, found = index.search(np.ascontiguousarray(x.numpy()), 1)
+        return torch.from_numpy(found[:, 0].astype(np.int64)), torch.from_numpy(found_sims[:, 0])
     n, k = x.shape[0], centres.shape[0]
     chunk = max(1, _BLOCK_ELEMS // k)
     labels = torch.empty(n, dtype=torch.int64, device=x.device)

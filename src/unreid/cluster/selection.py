@@ -62,13 +62,14 @@ def camera_cluster_counts(camids: np.ndarray, per_camera_k: PerCameraK, M: int) 
     elif isinstance(per_camera_k, int | np.integer) and not isinstance(per_camera_k, bool):
         wanted = np.full(len(cams), _check_count(per_camera_k, "per_camera_k", who))
     elif isinstance(per_camera_k, Mapping | Sequence | np.ndarray):
-        if isinstance(per_camera_k, np.ndarray):
-            per_camera_k = per_camera_k.tolist()
-        is_map = isinstance(per_camera_k, Mapping)
+        counts: Mapping[int, int] | Sequence[int] = (
+            per_camera_k.tolist() if isinstance(per_camera_k, np.ndarray) else per_camera_k
+        )
+        is_map = isinstance(counts, Mapping)
         missing = [
             int(c)
             for c in cams
-            if (int(c) not in per_camera_k if is_map else not 0 <= c < len(per_camera_k))
+            if (int(c) not in counts if is_map else not 0 <= c < len(counts))
         ]
         if missing:
             raise ClusteringError(
@@ -76,7 +77,7 @@ def camera_cluster_counts(camids: np.ndarray, per_camera_k: PerCameraK, M: int) 
                 "give one per camera or 0 to derive them from M (cluster.per_camera_k)"
             )
         wanted = np.array(
-            [_check_count(per_camera_k[int(c)], "per_camera_k values", who) for c in cams]
+            [_check_count(counts[int(c)], "per_camera_k values", who) for c in cams]
         )
     else:
         raise ClusteringError(
@@ -178,8 +179,8 @@ def reliable_soft_labels(
     labels[selected] = rel_labels
 
     rest = torch.from_numpy(np.flatnonzero(~selected)).to(x.device)
-    c = torch.from_numpy(centres).to(x.device)
-    soft = torch.softmax((x[rest] @ c.T) / float(t), dim=1)
+    centres_t = torch.from_numpy(centres).to(x.device)
+    soft = torch.softmax((x[rest] @ centres_t.T) / float(t), dim=1)
     return labels, soft.cpu().numpy().astype(np.float32, copy=False), selected
 
 

@@ -277,7 +277,8 @@ def _load_msmt(root: Path) -> Dataset:
                 f"in {root} do not exist (e.g. {missing[0]}): the image folders "
                 f"({', '.join(MSMT_DIRS[split.name])}/) must sit beside the list files"
             )
-    return Dataset(root=root, layout="msmt17", **splits, has_cameras=True,
+    return Dataset(root=root, layout="msmt17", train=splits["train"], query=splits["query"],
+                   gallery=splits["gallery"], has_cameras=True,
                    warnings=_query_warnings(splits["query"], splits["gallery"]))
 
 

@@ -57,7 +57,7 @@ def decode_image(path: str | Path, height: int | None = None,
                 img.draft("RGB", (width, height))
                 rgb = img.convert("RGB")
                 if rgb.size != (width, height):
-                    rgb = rgb.resize((width, height), Image.BILINEAR)
+                    rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
             else:
                 rgb = img.convert("RGB")
             arr = np.asarray(rgb)

@@ -308,7 +308,7 @@ def _background(cam: _Camera, h: int, w: int, rng: np.random.Generator) -> np.nd
         img = np.where((yn < horizon)[..., None], p2 * (1.1 - 0.4 * yn)[..., None], leaves)
     # surface grain (dirt, bricks, leaves) at 1/4 resolution: real backgrounds are not flat
     coarse = rng.standard_normal((-(-h // 4), -(-w // 4))).astype(np.float32)
-    grain = np.asarray(Image.fromarray(coarse, "F").resize((w, h), Image.BILINEAR))
+    grain = np.asarray(Image.fromarray(coarse, "F").resize((w, h), Image.Resampling.BILINEAR))
     img = img * (1.0 + cam.grain * grain)[..., None]
     # clutter: benches, signs, cars, passers-by; half of it in the scene's colours,
     # half in clothing colours (people and things that are not the camera's own)
@@ -564,7 +564,7 @@ def _render(
     side_light = camera.light * mirror  # light comes from one side of the image
     r = bu / 0.16
     shade = shade_scale * (1.0 - 0.3 * np.minimum(np.abs(r), 1.0) ** 2 + 0.5 * side_light * r)
-    canvas = np.zeros((h2 * w2, 3), dtype=np.float32)
+    canvas: np.ndarray = np.zeros((h2 * w2, 3), dtype=np.float32)
     canvas[idx] = colour * shade[:, None].astype(np.float32)
     canvas = canvas.reshape(h2, w2, 3)
     cover = (labels > 0).astype(np.float32)

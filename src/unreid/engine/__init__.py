@@ -125,7 +125,7 @@ def train(
             cfg, run_dir, info=info, hooks=list(hooks), log_to_disk=not eval_only,
             builders=builders,
         )
-        if state is not None:
+        if state is not None and ckpt_path is not None:
             trainer.load_state_dict(state, ckpt_path)
             trainer.log(f"resumed {ckpt_path} at epoch {trainer.epoch + 1}, step {trainer.step}")
         if eval_only:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -169,16 +169,18 @@ def check_resume_config(
 
 
 def _get(d: dict[str, Any], dotted: str) -> Any:
+    node: Any = d
     for part in dotted.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def get_rng_state() -> dict[str, Any]:
     """Global RNG states of torch, numpy and Python as tensors, lists and ints."""
     # The legacy global numpy state: unreid itself uses seeded Generators, but
     # third-party code called during training may draw from it.
-    np_state = np.random.get_state()  # noqa: NPY002
+    # (the legacy=True form: a tuple, which numpy's stubs do not tell apart from the dict)
+    np_state = cast(tuple[Any, ...], np.random.get_state())  # noqa: NPY002
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

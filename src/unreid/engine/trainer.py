@@ -81,8 +81,9 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """Adam over the trainable parameters (group 0) and a head group (group 1, the
     model classifier or a method's head parameters, swapped each epoch)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": params}, {"params": []}]
     return torch.optim.Adam(
-        [{"params": params}, {"params": []}],
+        groups,
         lr=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay,
     )

@@ -120,7 +120,7 @@ def binarize_label_map(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 2:
         return arr > 0
     if arr.ndim == 3:
-        return (arr > 0).any(axis=2)
+        return np.asarray((arr > 0).any(axis=2))
     raise ValueError(f"mask array must be (h, w) or (h, w, c), got {arr.shape}")
 
 
@@ -137,8 +137,9 @@ def read_mask_png(path: str | Path) -> np.ndarray:
                 alpha = np.asarray(img.getchannel("A"))
                 if alpha.min() != alpha.max():
                     return alpha > 0
-                img = img.convert("RGB" if img.mode == "RGBA" else "L")
-            arr = np.asarray(img)
+                arr = np.asarray(img.convert("RGB" if img.mode == "RGBA" else "L"))
+            else:
+                arr = np.asarray(img)
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"mask {path} cannot be read ({first_line(exc)}): re-create or delete it"

@@ -232,7 +232,7 @@ def _native_groups(paths: Sequence[str], decode: bool):
         groups.setdefault((int(hw[0]), int(hw[1])), []).append((path, arr))
     for hw, items in groups.items():
         group = [p for p, _ in items]
-        images = np.stack([a for _, a in items]) if decode else None
+        images = np.stack([a for _, a in items if a is not None]) if decode else None
         yield group, images, hw
 
 

@@ -32,13 +32,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from unreid.config import Config
+
+if TYPE_CHECKING:
+    from unreid.models import ReIDModel
 
 __all__ = ["BatchSampler", "LabelInputs", "Method", "PseudoLabels", "identity_gather"]
 
@@ -181,7 +184,7 @@ class Method:
         raise NotImplementedError
 
     def build_head(
-        self, model: nn.Module, labels: PseudoLabels, features: torch.Tensor | None
+        self, model: ReIDModel, labels: PseudoLabels, features: torch.Tensor | None
     ) -> None:
         """(Re)build the loss head for ``labels``.
 

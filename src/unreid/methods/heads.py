@@ -14,11 +14,10 @@ and may extend the loss; the head, its state and the sampler come from here.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from unreid.cluster import class_centres, estimate_num_classes
 from unreid.config import Config
@@ -32,6 +31,9 @@ from unreid.methods.base import (
     PseudoLabels,
     identity_gather,
 )
+
+if TYPE_CHECKING:
+    from unreid.models import ReIDModel
 
 __all__ = ["ClassifierMethod", "MemoryMethod", "centre_init_scale"]
 
@@ -47,7 +49,7 @@ class MemoryMethod(Method):
         self._targets: torch.Tensor | None = None
 
     def build_head(
-        self, model: nn.Module, labels: PseudoLabels, features: torch.Tensor | None
+        self, model: ReIDModel, labels: PseudoLabels, features: torch.Tensor | None
     ) -> None:
         device = next(model.parameters()).device
         memory = ClusterMemory(
@@ -141,7 +143,7 @@ class ClassifierMethod(Method):
         return centre_init_scale(feature_dim, float(self.cfg.method.temperature))
 
     def build_head(
-        self, model: nn.Module, labels: PseudoLabels, features: torch.Tensor | None
+        self, model: ReIDModel, labels: PseudoLabels, features: torch.Tensor | None
     ) -> None:
         device = next(model.parameters()).device
         num = int(labels.num_classes)

@@ -44,11 +44,10 @@ The head (the FC, the smoothed cross entropy, the random sampler) is
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from unreid.cluster import reliable_soft_labels
 from unreid.config import Config
@@ -57,6 +56,9 @@ from unreid.methods.base import Gather, LabelInputs, PseudoLabels, identity_gath
 from unreid.methods.common import camera_ids, round_seed
 from unreid.methods.heads import ClassifierMethod
 from unreid.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from unreid.models import ReIDModel
 
 __all__ = ["RSL"]
 
@@ -89,14 +91,15 @@ class RSL(ClassifierMethod):
             "soft": int((~selected).sum()),
         }
         return PseudoLabels(
-            labels, num, soft_index=np.flatnonzero(~selected), soft_targets=soft, info=info
+            labels, num, soft_index=np.flatnonzero(~selected), soft_targets=torch.from_numpy(soft),
+            info=info,
         )
 
     def train_indices(self, labels: PseudoLabels) -> np.ndarray:
         return np.arange(len(labels.labels))
 
     def build_head(
-        self, model: nn.Module, labels: PseudoLabels, features: torch.Tensor | None
+        self, model: ReIDModel, labels: PseudoLabels, features: torch.Tensor | None
     ) -> None:
         super().build_head(model, labels, features)
         device = next(model.parameters()).device

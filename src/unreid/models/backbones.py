@@ -9,6 +9,8 @@ state dicts map onto ours by name, less the ImageNet classifier.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -57,13 +59,15 @@ class EfficientNetLite(Backbone):
         super().__init__()
         import timm
 
-        self.net = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
+        # Any: timm models expose their stages (blocks, num_features) as plain attributes
+        net: Any = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
         if last_stride == 1:
             # The last stride-2 stage (112 -> 192 channels). Its conv pads dynamically
             # ("same"), so stride 1 keeps the map size without other changes.
-            last = [b for b in self.net.blocks if _has_stride_2(b)][-1]
+            last = [b for b in net.blocks if _has_stride_2(b)][-1]
             _unit_last_stride(last[0])
-        self.out_channels = int(self.net.num_features)
+        self.net = net
+        self.out_channels = int(net.num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(x)

@@ -45,6 +45,9 @@ class ReIDModel(nn.Module):
         channels_last: whether callers should feed channels_last inputs on CUDA.
     """
 
+    input_mean: torch.Tensor  # registered buffers, declared for type checkers
+    input_std: torch.Tensor
+
     def __init__(
         self,
         backbone: Backbone,

@@ -157,9 +157,9 @@ def find_imagenet_weights(backbone: str, weights_file: str | None = None) -> tup
         if (hub / spec.file_name).is_file():
             return spec, hub / spec.file_name
     for spec in known:
-        path = spec.package_file()
-        if path is not None:
-            return spec, path
+        packaged = spec.package_file()
+        if packaged is not None:
+            return spec, packaged
     first = known[0]
     how = f"put {first.file_name} ({first.source}) into {hub}"
     if first.package:

@@ -68,7 +68,7 @@ def save_report_data(run_dir: str | Path, **arrays: Any) -> Path:
     ``embed_after (n, D)``, ``embed_pids, embed_camids``; ``mask_paths`` (the
     masks of the query and gallery images, for overlays).
     """
-    clean = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    clean: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     return atomic_write(Path(run_dir) / REPORT_DATA, lambda tmp: np.savez_compressed(tmp, **clean))
 
 
@@ -76,8 +76,8 @@ def _load_thumb(path: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        im = im.convert("RGB").resize((_THUMB[1], _THUMB[0]), Image.BILINEAR)
-        return np.asarray(im).transpose(2, 0, 1)
+        rgb = im.convert("RGB").resize((_THUMB[1], _THUMB[0]), Image.Resampling.BILINEAR)
+        return np.asarray(rgb).transpose(2, 0, 1)
 
 
 def _load_mask_thumb(path: str) -> np.ndarray | None:
@@ -86,7 +86,7 @@ def _load_mask_thumb(path: str) -> np.ndarray | None:
     if not Path(path).is_file():
         return None
     with Image.open(path) as im:
-        return np.asarray(im.convert("L").resize((_THUMB[1], _THUMB[0]), Image.NEAREST))
+        return np.asarray(im.convert("L").resize((_THUMB[1], _THUMB[0]), Image.Resampling.NEAREST))
 
 
 def _ranked_png(data: dict[str, np.ndarray], out: Path, with_masks: bool) -> Path | None:
