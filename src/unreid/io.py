@@ -178,7 +178,8 @@ class FeatureFile:
         """Validate, then write the present arrays to ``path`` (.npz, atomically)."""
         path = Path(path)
         self.validate(path)
-        arrays = self.present()
+        # Any: numpy's stubs read **kwargs as possibly holding allow_pickle (a bool)
+        arrays: dict[str, Any] = self.present()
         return atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
     def validate(self, path: str | Path, fix: str = EXTRACT_FIX) -> None:
