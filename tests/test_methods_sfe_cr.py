@@ -218,12 +218,13 @@ def test_sfe_cr_adapts_a_source_model_with_foreground_clusters(
     result = train(cfg)
     recs = result.records
     assert [r["epoch"] for r in recs] == list(range(9))
-    # The gain is large next to run-to-run noise: run seeds 0-5 on an AMD EPYC (torch on
-    # 1 thread) +12.1 to +20.3 points; with optim.lr=0 (nothing learnt), seeds 0-1: -1.4,
-    # -0.1. One run's loss, though, can end above epoch 1's on another processor (an
-    # Intel Xeon: 2.607 vs 2.464; the cluster memory's loss also falls with lr=0), so
-    # the loss is not asserted.
-    assert result.final["mAP"] > result.initial["mAP"] + 0.05
+    # The gain is large next to run-to-run noise. Measured on an AMD EPYC (torch on 1
+    # thread): run seeds 0-5 +12.1 to +20.3 points, and with source models trained at
+    # seeds 1-3 (as another processor's rounding would give) +6.8 to +25.1; with
+    # optim.lr=0 (nothing learnt), seeds 0-1: -1.4, -0.1. One run's loss, though, can end
+    # above epoch 1's on another processor (an Intel Xeon: 2.607 vs 2.464; the cluster
+    # memory's loss also falls with lr=0), so the loss is not asserted.
+    assert result.final["mAP"] > result.initial["mAP"] + 0.03
     for r in recs[1:]:
         info = r["info"]
         assert info["local_clusters"] > 0 and info["global_clusters"] >= r["num_clusters"]
