@@ -232,11 +232,11 @@ def test_supervised_extracts_training_features_once_and_resumes_exactly(
     initialise the memory; a kill mid-epoch or at an epoch's end changes nothing."""
     sup = ("method.name=supervised", "run.checkpoint_steps=3")
     whole: list[int] = []
-    full = train(make_cfg(tiny_world, tmp_path / "full", *sup),
+    full = train(tiny_cfg(tiny_world, tmp_path / "full", *sup),
                  trainer_class=counting_trainer(whole))
     assert whole == [0]  # not once per epoch
     cc: list[int] = []
-    train(make_cfg(tiny_world, tmp_path / "cc", "optim.epochs=2"),
+    train(tiny_cfg(tiny_world, tmp_path / "cc", "optim.epochs=2"),
           trainer_class=counting_trainer(cc))
     assert cc == [0, 1]  # labels from features: every epoch
     losses = [r.get("loss") for r in full.records]
@@ -244,14 +244,14 @@ def test_supervised_extracts_training_features_once_and_resumes_exactly(
 
     killed, resumed = tmp_path / "killed", []
     with pytest.raises(KeyboardInterrupt):
-        train(make_cfg(tiny_world, killed, *sup), hooks=[Kill(1, 7)])
+        train(tiny_cfg(tiny_world, killed, *sup), hooks=[Kill(1, 7)])
     train(None, resume=killed, trainer_class=counting_trainer(resumed))
     assert resumed == []
     assert [r.get("loss") for r in lines(killed)] == losses
     assert same_weights(killed, full.run_dir)
 
     boundary, resumed = tmp_path / "boundary", []
-    train(make_cfg(tiny_world, boundary, *sup, "optim.epochs=1"))
+    train(tiny_cfg(tiny_world, boundary, *sup, "optim.epochs=1"))
     train(None, resume=boundary, overrides=[f"optim.epochs={EPOCHS}"],
           trainer_class=counting_trainer(resumed))
     assert resumed == []  # the memory came back with the checkpoint
@@ -280,7 +280,7 @@ def test_a_caller_swaps_the_optimizer(how: str, tiny_world: Path, tmp_path: Path
     kw = {"builders": Builders(optimizer=sgd)} if how == "builders" else {
         "trainer_class": SGDTrainer}
     out = tmp_path / "run"
-    train(make_cfg(tiny_world, out, "optim.epochs=1", "optim.iters=2"), hooks=[Grab()], **kw)
+    train(tiny_cfg(tiny_world, out, "optim.epochs=1", "optim.iters=2"), hooks=[Grab()], **kw)
     assert len(seen) == 2 and all(isinstance(o, torch.optim.SGD) for o in seen)
     groups = load_checkpoint(out / CHECKPOINT)["optimizer"]["param_groups"]
     assert len(groups) == 2 and groups[0]["momentum"] == 0.5  # plus the head group
@@ -296,7 +296,7 @@ def test_report_data_is_kept_across_a_resume(
     # The data is under test here, not the page (tests/test_viz_report.py renders it).
     monkeypatch.setattr("unreid.viz.write_report", lambda run: pages.append(run) or run)
     out = tmp_path / "run"
-    train(make_cfg(tiny_world, out, "run.report=true", "optim.epochs=1", "optim.iters=2"))
+    train(tiny_cfg(tiny_world, out, "run.report=true", "optim.epochs=1", "optim.iters=2"))
     hook_state = load_checkpoint(out / CHECKPOINT)["hooks"]["ReportHook"]
     before = hook_state["embed"]["before"].numpy()
     with np.load(out / "report_data.npz") as npz:

@@ -15,7 +15,7 @@ Files and the atomic write are those of :mod:`unreid.engine.checkpoint`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from unreid import __version__
 from unreid.engine.checkpoint import (
@@ -34,6 +34,7 @@ from unreid.methods import PseudoLabels
 
 if TYPE_CHECKING:
     from unreid.engine.trainer import Trainer
+    from unreid.models import ReIDModel
 
 __all__ = ["Checkpointer"]
 
@@ -103,7 +104,8 @@ class Checkpointer:
         t = self.trainer
         check_model_signature(state["model_signature"], t.signature, path)
         if int(state.get("num_classes", 0)) > 0:
-            t.model.reset_classifier(int(state["num_classes"]), None)
+            # a classifier head: the default builders' ReIDModel
+            cast("ReIDModel", t.model).reset_classifier(int(state["num_classes"]), None)
             t.model.to(t.device)
         t.model.load_state_dict(state["model"])
         t.epoch = int(state["epoch"])

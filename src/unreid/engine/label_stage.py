@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from unreid.engine.train_data import TrainData
 from unreid.errors import TrainingError
 from unreid.methods import LabelInputs, Method, PseudoLabels
 from unreid.methods.base import BatchSampler
+
+if TYPE_CHECKING:
+    from unreid.models import ReIDModel
 
 __all__ = ["EpochLabels", "LabelStage", "check_finite"]
 
@@ -159,7 +162,8 @@ class LabelStage:
         """Build the method's head for ``labels``, give its parameters to the optimiser's
         head group (fresh Adam state), and return the net to train (DDP-wrapped when
         distributed)."""
-        self.method.build_head(self.model, labels, features)
+        # the default builders' ReIDModel; a method's head needs its feature_dim / classifier
+        self.method.build_head(cast("ReIDModel", self.model), labels, features)
         head_params = self.model_head_parameters()
         if self.method.head is not None:
             head_params += [p for p in self.method.head.parameters() if p.requires_grad]

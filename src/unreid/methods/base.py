@@ -87,6 +87,13 @@ class LabelInputs:
     fg_features: torch.Tensor | None = None
     true_pids: np.ndarray | None = None
 
+    def require_features(self) -> torch.Tensor:
+        """``features`` (N, D) for a method whose labels come from them."""
+        if self.features is None:
+            raise RuntimeError("features were not extracted: the method must keep "
+                               "needs_features=True to make labels from them")
+        return self.features
+
 
 @dataclass
 class PseudoLabels:

@@ -128,7 +128,8 @@ class ClassifierMethod(Method):
         if num > 0:
             return num, False
         estimate = estimate_num_classes(
-            inputs.features, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples, minimum=2
+            inputs.require_features(), k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples,
+            minimum=2,
         )
         return estimate, True
 

@@ -62,8 +62,8 @@ class PUL(ClassifierMethod):
         k, estimated = self.num_classes_for(inputs)
         lam = pul_lambda(c.lambda_, c.lambda_step, inputs.epoch)
         raw, _, selected = pul_select(
-            inputs.features, k, lam, seed=round_seed(int(c.seed), inputs.epoch),
-            min_keep=self.min_selected_count(inputs.features.shape[0]),
+            inputs.require_features(), k, lam, seed=round_seed(int(c.seed), inputs.epoch),
+            min_keep=self.min_selected_count(inputs.require_features().shape[0]),
         )
         labels, num = dense_labels(raw)
         info: dict[str, Any] = {

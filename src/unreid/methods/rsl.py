@@ -80,7 +80,7 @@ class RSL(ClassifierMethod):
         camids = camera_ids(inputs)
         per_camera_k = int(c.per_camera_k) or None
         labels, soft, selected = reliable_soft_labels(
-            inputs.features, camids, per_camera_k, num, float(c.lambda_),
+            inputs.require_features(), camids, per_camera_k, num, float(c.lambda_),
             float(c.soft_temperature), seed=round_seed(int(c.seed), inputs.epoch),
             min_keep=self.min_selected_count(len(camids)),
         )

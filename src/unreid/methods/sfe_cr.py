@@ -120,7 +120,9 @@ class SFECR(MemoryMethod):
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         c, m = self.cfg.cluster, self.cfg.method
-        feats = global_feature_set(self.global_features, inputs.features, inputs.fg_features)
+        feats = global_feature_set(
+            self.global_features, inputs.require_features(), inputs.fg_features
+        )
         global_labels = jaccard_dbscan(
             feats, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples
         )
@@ -131,7 +133,7 @@ class SFECR(MemoryMethod):
         labels = global_labels
         if bool(m.cr):
             camids = camera_ids(inputs)
-            local_feats = inputs.features
+            local_feats = inputs.require_features()
             if bool(m.sfe):
                 if inputs.fg_features is None:
                     raise TrainingError(

@@ -19,9 +19,10 @@ synthetic world, a folder layout with a pid column).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from torch import nn
 
 from unreid.cluster import dense_labels
 from unreid.errors import ConfigError
@@ -29,6 +30,9 @@ from unreid.losses import ClusterMemory
 from unreid.methods.base import LabelInputs, PseudoLabels
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from unreid.models import ReIDModel
 
 __all__ = ["Supervised"]
 
@@ -39,7 +43,7 @@ class Supervised(MemoryMethod):
     needs_features = False
 
     def build_head(
-        self, model: nn.Module, labels: PseudoLabels, features: torch.Tensor | None
+        self, model: ReIDModel, labels: PseudoLabels, features: torch.Tensor | None
     ) -> None:
         head = self.head
         if features is None and isinstance(head, ClusterMemory) and \
