@@ -152,3 +152,70 @@ def test_report_renders_in_headless_chromium(tmp_path):
     # a rendered page, not a blank one: text and the curve picture put dark pixels on it
     dark = (page.sum(axis=2) < 200).mean()
     assert 0.001 < dark < 0.5
+
+
+HOSTILE = "x<img src=x onerror=alert(1)>.jpg"
+
+
+class _PageParser:
+    """Every start tag with its attributes, and the page's text, as a browser parses them."""
+
+    def __init__(self, page: str) -> None:
+        from html.parser import HTMLParser
+
+        tags: list[tuple[str, dict[str, str | None]]] = []
+        text: list[str] = []
+
+        class P(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                tags.append((tag, dict(attrs)))
+
+            def handle_data(self, data):
+                text.append(data)
+
+        P(convert_charrefs=True).feed(page)
+        self.tags, self.text = tags, "".join(text)
+
+
+def test_escape_and_tag_never_let_text_become_markup():
+    from unreid.viz.html import Markup, escape, join, tag
+
+    assert escape(HOSTILE) == "x&lt;img src=x onerror=alert(1)&gt;.jpg"
+    assert escape('a"b\'c&') == "a&quot;b&#x27;c&amp;"
+    assert escape(escape("<")) == "&lt;"  # Markup is not escaped twice
+    assert tag("p", "<b>", tag("b", "ok"), class_='"x"') == \
+        '<p class="&quot;x&quot;">&lt;b&gt;<b>ok</b></p>'
+    assert tag("img", src="a.png", alt=None, hidden=True) == '<img src="a.png" hidden>'
+    assert join(["<", Markup("<br>")]) == "&lt;<br>"
+
+
+def test_hostile_strings_are_text_everywhere_they_reach_the_page(tmp_path):
+    """A file, folder, config value, method name, stage name, epoch or warning named like
+    markup shows as that text and adds no element or attribute to the page."""
+    run = tmp_path / f"run{HOSTILE}"
+    run.mkdir()
+    lines = [
+        {"epoch": HOSTILE, "eval": {"mAP": 0.1, "R1": HOSTILE}},
+        {"epoch": 1, "loss": 1.0, "seconds": {HOSTILE: 2.0, "train": HOSTILE},
+         "warnings": [f"89 % of samples are outliers in {HOSTILE}"],
+         "eval": {"mAP": 0.2, "R1": 0.3}},
+    ]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (run / "config.yaml").write_text(
+        f"method:\n  name: '{HOSTILE}'\ndata:\n  root: '/data/{HOSTILE}'\n")
+    missing = str(tmp_path / HOSTILE)  # moved since training: the "image not found" note
+    save_report_data(run, train_paths=np.array([missing] * 2), train_labels=np.array([0, 0]))
+    page = write_report(run).read_text()
+    parsed = _PageParser(page)
+    assert not [t for t in parsed.tags if any(a.startswith("on") for a in t[1])]
+    assert {t for t, _ in parsed.tags} <= {"html", "head", "meta", "title", "style", "body",
+                                          "h1", "h2", "p", "table", "tr", "th", "td", "b",
+                                          "pre", "img", "ul", "li"}
+    assert all(a.get("src") != "x" for t, a in parsed.tags if t == "img")
+    # each place shows the name as text: folder (title + heading), method, data root,
+    # epoch, metric value, stage name, warning, missing image, config (x2); a non-number
+    # where seconds belong is left out of the sum
+    assert parsed.text.count(HOSTILE) == 11, parsed.text
+    assert "<b>" not in parsed.text and "&lt;" not in parsed.text  # escaped once, not twice
+    assert f"image not found: {missing}" in parsed.text
+    assert f"89 % of samples are outliers in {HOSTILE}" in parsed.text

@@ -46,6 +46,13 @@ def _lookup(record: dict[str, Any], dotted: str) -> float | None:
     return float(node) if isinstance(node, int | float) and node == node else None
 
 
+def _epoch(record: dict[str, Any], index: int) -> int:
+    """The record's epoch; its position when the field is missing or not a number
+    (a hand-edited metrics.jsonl must not stop the report)."""
+    epoch = record.get("epoch")
+    return int(epoch) if isinstance(epoch, int | float) and epoch == epoch else index
+
+
 def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
     """Six panels of per-epoch curves from ``metrics.jsonl`` records.
 
@@ -60,7 +67,7 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
         drawn = False
         for label, key in series:
             points = [
-                (int(r.get("epoch", i)), v)
+                (_epoch(r, i), v)
                 for i, r in enumerate(records)
                 if (v := _lookup(r, key)) is not None
             ]

@@ -11,11 +11,12 @@ engine leaves in the run folder:
 
 Sections whose inputs are missing are replaced by a one-line note, so the
 report can be written for any run at any time (``unreid report RUN_DIR``).
+The page is built only through :mod:`unreid.viz.html`, which escapes every
+file name, config value and logged string on the way in.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from unreid.io import atomic_write
+from unreid.io import atomic_write, atomic_write_text
+from unreid.viz.html import Markup, join, tag
 from unreid.viz.montage import cluster_montage, overlay_mask, ranked_list_image
 from unreid.viz.plots import plot_embedding, plot_training_curves, tsne_2d
 
@@ -181,38 +183,71 @@ def _embedding_png(data: dict[str, np.ndarray], out: Path) -> Path | None:
     return plot_embedding(embeddings, data["embed_pids"], data["embed_camids"], out)
 
 
-def _summary_table(records: list[dict[str, Any]]) -> str:
+def _number(value: Any, scale: float = 1.0) -> str:
+    """A logged number as table text (``scale`` 100 for percent); anything else as is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{scale * value:.1f}"
+    return "-" if value is None else str(value)
+
+
+def _summary_table(records: list[dict[str, Any]]) -> Markup:
     evals = [r for r in records if isinstance(r.get("eval"), dict)]
     if not evals:
-        return "<p>No evaluation was logged.</p>"
+        return tag("p", "No evaluation was logged.")
     first, last = evals[0], evals[-1]
     keys = ["mAP", "R1", "R5", "R10", "mINP"]
-    head = "".join(f"<th>{k}</th>" for k in keys)
 
-    def row(name: str, rec: dict[str, Any]) -> str:
-        cells = "".join(
-            f"<td>{100 * rec['eval'][k]:.1f}</td>" if k in rec["eval"] else "<td>-</td>"
-            for k in keys
-        )
-        return f"<tr><td>{name} (epoch {rec.get('epoch', '?')})</td>{cells}</tr>"
+    def row(name: str, rec: dict[str, Any]) -> Markup:
+        cells = [tag("td", _number(rec["eval"].get(k), 100.0)) for k in keys]
+        return tag("tr", tag("td", f"{name} (epoch {rec.get('epoch', '?')})"), *cells)
 
-    rows = row("initial", first) + (row("final", last) if last is not first else "")
-    return f"<table><tr><th></th>{head}</tr>{rows}</table>"
+    rows = [row("initial", first)] + ([row("final", last)] if last is not first else [])
+    return tag("table", tag("tr", tag("th"), *(tag("th", k) for k in keys)), *rows)
 
 
-def _timing_table(records: list[dict[str, Any]]) -> str:
+def _timing_table(records: list[dict[str, Any]]) -> Markup:
     totals: dict[str, float] = {}
     for r in records:
-        for k, v in (r.get("seconds") or {}).items():
-            totals[k] = totals.get(k, 0.0) + float(v)
+        seconds = r.get("seconds")
+        for k, v in (seconds.items() if isinstance(seconds, dict) else ()):
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                totals[str(k)] = totals.get(str(k), 0.0) + float(v)
     if not totals:
-        return "<p>No timings were logged.</p>"
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in totals.items())
-    total = sum(totals.values())
-    return (
-        f"<table><tr><th>stage</th><th>seconds</th></tr>{rows}"
-        f"<tr><td><b>total</b></td><td><b>{total:.1f}</b></td></tr></table>"
+        return tag("p", "No timings were logged.")
+    rows = [tag("tr", tag("td", k), tag("td", f"{v:.1f}")) for k, v in totals.items()]
+    total = f"{sum(totals.values()):.1f}"
+    return tag(
+        "table", tag("tr", tag("th", "stage"), tag("th", "seconds")), *rows,
+        tag("tr", tag("td", tag("b", "total")), tag("td", tag("b", total))),
     )
+
+
+def _warnings_list(records: list[dict[str, Any]]) -> Markup:
+    """The warning lines logged per epoch (``warnings`` in a record), in order."""
+    items = [
+        tag("li", f"epoch {r.get('epoch', '?')}: {w}")
+        for r in records
+        for w in (r.get("warnings") if isinstance(r.get("warnings"), list) else ())
+    ]
+    return tag("ul", *items) if items else tag("p", "No warnings were logged.", class_="note")
+
+
+def _config_summary(config_text: str | None) -> Markup:
+    """Method and data root of the run, read from its ``config.yaml`` (if it parses)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(config_text) if config_text else None
+    except yaml.YAMLError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        return Markup("")
+
+    def get(section: str, key: str) -> Any:
+        node = cfg.get(section)
+        return node.get(key, "?") if isinstance(node, dict) else "?"
+
+    return tag("p", "method ", tag("b", get("method", "name")), ", data ", get("data", "root"))
 
 
 _CSS = """
@@ -241,27 +276,28 @@ def write_report(run_dir: str | Path, *, with_masks: bool = False) -> Path:
         with np.load(run_dir / REPORT_DATA, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
 
-    def section(title: str, make: Callable[[], Path | None], note: str) -> str:
+    def section(title: str, make: Callable[[], Path | None], note: str) -> Markup:
         try:
             png = make()
         except FileNotFoundError as exc:  # images moved since training
             png, note = None, f"image not found: {exc.filename}"
-        body = (
-            f'<img src="{png.name}" alt="{html.escape(title)}">'
-            if png
-            else f'<p class="note">{note}</p>'
-        )
-        return f"<h2>{html.escape(title)}</h2>\n{body}\n"
+        body = tag("img", src=png.name, alt=title) if png else tag("p", note, class_="note")
+        return join([tag("h2", title), body], "\n")
 
+    config = run_dir / "config.yaml"
+    config_text = config.read_text(errors="replace") if config.is_file() else None
     parts = [
-        f"<h1>unreid run: {html.escape(run_dir.name)}</h1>",
-        "<h2>Retrieval before and after training</h2>",
+        tag("h1", f"unreid run: {run_dir.name}"),
+        _config_summary(config_text),
+        tag("h2", "Retrieval before and after training"),
         _summary_table(records),
         section(
             "Training curves",
             lambda: plot_training_curves(records, out / "curves.png") if records else None,
             "metrics.jsonl is empty.",
         ),
+        tag("h2", "Warnings"),
+        _warnings_list(records),
         section(
             "Ranked lists (query, then top-10; green = same identity, red = different)",
             lambda: _ranked_png(data, out / "ranked.png", with_masks),
@@ -277,17 +313,14 @@ def write_report(run_dir: str | Path, *, with_masks: bool = False) -> Path:
             lambda: _embedding_png(data, out / "embedding.png"),
             "no features were saved for this run.",
         ),
-        "<h2>Timings</h2>",
+        tag("h2", "Timings"),
         _timing_table(records),
     ]
-    config = run_dir / "config.yaml"
-    if config.is_file():
-        parts.append(f"<h2>Resolved config</h2><pre>{html.escape(config.read_text())}</pre>")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>unreid report: {html.escape(run_dir.name)}</title>"
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
-    )
+    if config_text is not None:
+        parts += [tag("h2", "Resolved config"), tag("pre", config_text)]
+    head = tag("head", tag("meta", charset="utf-8"),
+               tag("title", f"unreid report: {run_dir.name}"), tag("style", Markup(_CSS)))
+    page = "<!doctype html>\n" + tag("html", head, tag("body", join(parts, "\n"))) + "\n"
     index = out / "index.html"
-    index.write_text(page)
+    atomic_write_text(index, page)
     return index
