@@ -9,12 +9,15 @@ collecting the unreadable ones instead of stopping at the first.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from unreid.data.dataset import Dataset, iter_paths, load_dataset
-from unreid.data.images import decode_image
+from unreid.data.images import PLAIN_MODES, decode_image
 from unreid.errors import DataError
 from unreid.progress import progress_bar
 
@@ -28,19 +31,25 @@ class DataReport:
     Attributes:
         unreadable: (path, one-line reason) of every image that failed to decode.
         decoded: number of images decoded (0 with ``decode=False``).
+        converted: (Pillow mode, count) of the decoded images that were not 8-bit
+            RGB or grey on disk (16-bit, palette, alpha, CMYK, ...), by mode.
     """
 
     dataset: Dataset
     decoded: int = 0
     unreadable: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    converted: tuple[tuple[str, int], ...] = field(default_factory=tuple)
 
 
-def _try_decode(path: str) -> str | None:
+def _try_decode(path: str) -> tuple[str | None, str | None]:
+    """(the file's mode when decoding converts it, else None; the error line or None)."""
     try:
         decode_image(path)
-    except DataError as exc:
-        return str(exc)
-    return None
+        with Image.open(path) as img:  # the header only: decoding succeeded above
+            mode = img.mode
+    except (DataError, OSError) as exc:
+        return None, str(exc)
+    return (None if mode in PLAIN_MODES else mode), None
 
 
 def check_data(
@@ -58,14 +67,18 @@ def check_data(
         return DataReport(dataset)
     paths = list(iter_paths(dataset))
     bad: list[tuple[str, str]] = []
+    modes: Counter[str] = Counter()
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             progress_bar(total=len(paths), desc="decode", unit="img", enabled=progress) as bar:
-        for path, reason in zip(paths, pool.map(_try_decode, paths, chunksize=32)):
+        for path, (mode, reason) in zip(paths, pool.map(_try_decode, paths, chunksize=32)):
             if reason is not None:
                 bad.append((path, reason))
+            if mode is not None:
+                modes[mode] += 1
             bar.update(1)
-    return DataReport(dataset, decoded=len(paths), unreadable=tuple(bad))
+    return DataReport(dataset, decoded=len(paths), unreadable=tuple(bad),
+                      converted=tuple(sorted(modes.items())))
 
 
 def _row(cells: list[str], widths: list[int]) -> str:
@@ -108,6 +121,11 @@ def format_report(report: DataReport, *, max_unreadable: int = 20) -> str:
     if report.decoded:
         lines.append("")
         lines.append(f"decoded {report.decoded} images: {len(report.unreadable)} unreadable")
+        if report.converted:
+            by_mode = ", ".join(f"{m}: {n}" for m, n in report.converted)
+            lines.append(
+                f"note: {sum(n for _, n in report.converted)} images converted to 8-bit RGB "
+                f"({by_mode}; 16-bit and float scaled, transparency shown on white)")
         for _, reason in report.unreadable[:max_unreadable]:
             lines.append(f"  {reason}")
         if len(report.unreadable) > max_unreadable:

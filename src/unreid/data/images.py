@@ -10,6 +10,10 @@ by (H, W), so a second run (or epoch) never touches a JPEG decoder and an
 edited dataset never serves stale pixels. A Market-size set (12,936 images)
 at 256x128 is 1.3 GB.
 
+Every pixel format becomes 8-bit RGB the way an image viewer shows it (see
+:func:`to_rgb`): 16-bit and float greyscale are scaled, not clipped to white;
+transparent pixels show the white page behind them; palettes and CMYK map to RGB.
+
 The cache file is written to a temporary name and moved into place
 (:func:`unreid.io.atomic_path`): a killed run leaves no half-written cache behind.
 """
@@ -30,13 +34,55 @@ from unreid.io import atomic_path, first_line
 from unreid.progress import progress_bar
 
 __all__ = [
-    "CACHE_VERSION", "decode_image", "files_digest", "image_cache_key", "load_images",
-    "write_array_cache",
+    "CACHE_VERSION", "PLAIN_MODES", "decode_image", "files_digest", "image_cache_key",
+    "load_images", "to_rgb", "write_array_cache",
 ]
 
 # Bump when decoding or resizing changes what a cache file holds.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# Pillow modes that are 8-bit RGB or grey already; every other mode is converted.
+PLAIN_MODES = frozenset({"RGB", "L"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+def _value_range(mode: str, peak: float) -> float:
+    """The full-scale value of a wide (more than 8-bit) greyscale image.
+
+    ``I;16*`` declares 16 bits. ``I`` (32-bit integer) and ``F`` (float) carry no
+    depth, so the smallest usual range that holds ``peak`` is taken: [0, 1] (float
+    only), 8-bit, 16-bit, else the image's own maximum.
+    """
+    if mode.startswith("I;16"):
+        return 65535.0
+    for top in ((1.0,) if mode == "F" else ()) + (255.0, 65535.0):
+        if peak <= top:
+            return top
+    return peak
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB, as a viewer shows it.
+
+    16-bit / 32-bit / float greyscale (modes ``I;16``, ``I``, ``F``) is scaled from
+    its range (:func:`_value_range`) to 0..255 and rounded, instead of Pillow's
+    clipping (which turns a 16-bit photo almost white). Alpha (``LA``, ``RGBA``,
+    ``PA``, palettes with a transparent index) is composited on white. Palette and
+    CMYK images go through Pillow's own conversion.
+    """
+    mode = img.mode
+    if mode in PLAIN_MODES:
+        return img if mode == "RGB" else img.convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0)
+        top = _value_range(mode, float(values.max(initial=0.0)))
+        grey = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        page = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(page, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def decode_image(path: str | Path, height: int | None = None,
@@ -55,11 +101,11 @@ def decode_image(path: str | Path, height: int | None = None,
             if height is not None and width is not None:
                 # JPEG: let libjpeg decode at a reduced scale (>= the target size) first.
                 img.draft("RGB", (width, height))
-                rgb = img.convert("RGB")
+                rgb = to_rgb(img)
                 if rgb.size != (width, height):
                     rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
             else:
-                rgb = img.convert("RGB")
+                rgb = to_rgb(img)
             arr = np.asarray(rgb)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist: check the dataset folder") from None
