@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unreid.data.images import files_digest, write_array_cache
+from unreid.data.images import files_digest, to_rgb, write_array_cache
 from unreid.errors import ConfigError, DataError
 from unreid.io import atomic_write_bytes, first_line
 from unreid.masks.base import MaskProvider, relative_image_name, resize_nearest, write_mask_png
@@ -221,7 +221,7 @@ def _native_groups(paths: Sequence[str], decode: bool):
         try:
             with Image.open(path) as img:
                 if decode:
-                    arr = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+                    arr = np.asarray(to_rgb(img)).transpose(2, 0, 1)
                     hw = arr.shape[1:]
                 else:
                     arr, hw = None, (img.size[1], img.size[0])

@@ -77,8 +77,10 @@ def save_report_data(run_dir: str | Path, **arrays: Any) -> Path:
 def _load_thumb(path: str) -> np.ndarray:
     from PIL import Image
 
+    from unreid.data.images import to_rgb
+
     with Image.open(path) as im:
-        rgb = im.convert("RGB").resize((_THUMB[1], _THUMB[0]), Image.Resampling.BILINEAR)
+        rgb = to_rgb(im).resize((_THUMB[1], _THUMB[0]), Image.Resampling.BILINEAR)
         return np.asarray(rgb).transpose(2, 0, 1)
 
 
