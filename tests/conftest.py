@@ -18,6 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 CUHK03 = REPO.parent / "shared" / "data" / "cuhk03-detected"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Decoded images and worlds of runs with the default ``data.cache_dir: auto`` go to
+    a session folder, not the per-user cache of whoever runs the tests."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("UNREID_CACHE", str(tmp_path_factory.mktemp("unreid-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def cuhk03_root() -> Path:
     if not CUHK03.is_dir():

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     from unreid.cli import main
 
-    monkeypatch.chdir(tmp_path)  # the world is cached under ./.cache/synth
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UNREID_CACHE", str(tmp_path / "cache"))  # the world is cached there
     assert main(["demo", "--quick", "--out", "runs/demo"]) == 0
     out = capsys.readouterr().out
     assert "mAP" in out and "clusters" in out
@@ -21,7 +22,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, monkeypatch, capsys):
     records = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]
     assert (tmp_path / "runs/demo/report/index.html").is_file()
-    assert len(list((tmp_path / ".cache/synth").glob("*/world.json"))) == 1
+    assert len(list((tmp_path / "cache/synth").glob("*/world.json"))) == 1
     # again: the finished run is resumed, nothing is retrained
     assert main(["demo", "--quick", "--out", "runs/demo"]) == 0
     again = capsys.readouterr().out

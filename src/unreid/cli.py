@@ -181,6 +181,17 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"screenshot: {render_html(index, args.screenshot)}")
 
 
+def cmd_cache(args: argparse.Namespace) -> None:
+    from unreid.data.cache import cache_usage, clear_cache
+
+    if args.action == "info":
+        print(cache_usage(args.dir).format())
+        return
+    removed = clear_cache(args.dir)
+    print(f"removed {removed.total_files} files ({removed.total_bytes / 1e6:.1f} MB) "
+          f"from {removed.root}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from unreid.apps.demo import run_demo
 
@@ -290,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", action="store_true", help="overlay the masks on the ranked lists")
     p.add_argument("--screenshot", metavar="PNG", default=None,
                    help="also render the page with headless Chromium to this PNG")
+
+    p = add("cache", cmd_cache, "size of the decoded-image cache, or empty it")
+    p.add_argument("action", choices=["info", "clear"])
+    p.add_argument("--dir", default=None,
+                   help="a data.cache_dir of your own (default: the per-user cache: "
+                   "$UNREID_CACHE, else $XDG_CACHE_HOME/unreid, else ~/.cache/unreid)")
 
     p = add("demo", cmd_demo, "synthetic world -> train the default recipe -> report")
     p.add_argument("--out", default="runs/demo")

@@ -75,7 +75,7 @@ class DataConfig:
     csv: str | None = None  # folder layout: CSV with columns path,camid[,pid]
     height: int = 256
     width: int = 128
-    cache_dir: str = ".cache/images"  # decoded uint8 images, memory-mapped; "" keeps them in memory
+    cache_dir: str = "auto"  # decoded images, memory-mapped: auto = per-user cache; "" = in memory
 
 
 @dataclass

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unreid.data.cache import ensure_private_dir, resolve_cache_dir
 from unreid.errors import DataError
 from unreid.io import atomic_path, first_line
 from unreid.progress import progress_bar
@@ -176,8 +177,9 @@ def load_images(
     """Decoded images of ``paths`` at (height, width): (N, 3, H, W) uint8, in order.
 
     Args:
-        cache_dir: folder of the cache (``images-<key>.npy``); None decodes into
-            memory every call.
+        cache_dir: folder of the cache (``images-<key>.npy``); ``auto`` is the
+            per-user cache (:func:`unreid.data.cache.resolve_cache_dir`); None or ""
+            decodes into memory every call.
         progress: show a decode progress bar (only when decoding happens).
         workers: decoding threads (default: the CPU count, at most 4).
 
@@ -192,11 +194,11 @@ def load_images(
     if height < 1 or width < 1:
         raise DataError(f"image size {height}x{width} is invalid: set data.height/data.width")
     shape = (len(paths), 3, height, width)
-    if not cache_dir or not paths:  # (an empty memmap cannot be mapped)
+    cache_dir = resolve_cache_dir(cache_dir)
+    if cache_dir is None or not paths:  # (an empty memmap cannot be mapped)
         out = np.empty(shape, dtype=np.uint8)
         _decode_into(out, paths, height, width, progress, workers)
         return out
-    cache_dir = Path(cache_dir)
     cache_file = cache_dir / f"images-{image_cache_key(paths, height, width)}.npy"
     if cache_file.is_file():
         try:
@@ -219,8 +221,10 @@ def write_array_cache(
     write side files (they exist before the cache does). The array goes to a temporary
     file in ``cache_file``'s folder and is moved into place only once complete
     (:func:`unreid.io.atomic_path`), so an interrupted build (error, Ctrl-C, kill) never
-    leaves a cache that a later run would trust.
+    leaves a cache that a later run would trust. A folder it creates is private (mode
+    0700); one it cannot write is a :class:`DataError` naming ``data.cache_dir``.
     """
+    ensure_private_dir(cache_file.parent)
     with atomic_path(cache_file) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         fill(out)

@@ -728,9 +728,10 @@ def generate_world(
 ) -> Path:
     """Generate the world of ``cfg`` into ``out_dir`` (Market-1501 layout + masks/ + world.json).
 
-    The world is built in a temporary sibling folder and moved into place
-    (:func:`unreid.io.atomic_dir`), so ``out_dir`` never holds half a world. An existing ``out_dir``
-    must be empty or a previous synthetic world (it is replaced).
+    The world is built in a temporary sibling folder (mode 0700) and moved into place
+    (:func:`unreid.io.atomic_dir`), so ``out_dir`` never holds half a world. An existing
+    ``out_dir`` must be empty or a previous synthetic world holding only the files unreid
+    wrote there (it is replaced); anything a user added is refused, never deleted.
 
     Args:
         cfg: sizes and seed.
@@ -750,6 +751,11 @@ def generate_world(
             f"--out {out} exists and is not a synthetic world (no {WORLD_JSON}): "
             "choose a new or empty folder"
         )
+    if (out / WORLD_JSON).is_file() and (foreign := _foreign_entry(out)) is not None:
+        raise ConfigError(
+            f"--out {out} holds {foreign}, which unreid did not write there and replacing "
+            "the world would delete: move it out, or choose a new or empty folder"
+        )
     jobs = _layout(cfg)
     with atomic_dir(out) as tmp:
         for folder in SPLIT_DIRS:
@@ -759,6 +765,31 @@ def generate_world(
         text = json.dumps(_world_info(cfg, jobs), indent=2, sort_keys=True) + "\n"
         (tmp / WORLD_JSON).write_text(text)
     return out
+
+
+def _world_entries(cfg: SynthConfig) -> set[str]:
+    """Relative paths of every folder and file :func:`generate_world` writes for ``cfg``."""
+    entries = {WORLD_JSON, MASK_DIR, *SPLIT_DIRS, *(f"{MASK_DIR}/{f}" for f in SPLIT_DIRS)}
+    for job in _layout(cfg):
+        entries.add(f"{job.folder}/{job.name}")
+        entries.add(f"{MASK_DIR}/{job.folder}/{job.name[:-4]}.png")
+    return entries
+
+
+def _foreign_entry(world: Path) -> str | None:
+    """The first path under ``world`` that its ``world.json`` does not account for
+    (``world.json`` itself when it cannot be read), else None."""
+    try:
+        info = json.loads((world / WORLD_JSON).read_text())
+        expected = _world_entries(SynthConfig(**info["config"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return WORLD_JSON
+    for folder, dirs, files in os.walk(world):
+        rel = Path(folder).relative_to(world)
+        for name in sorted(dirs) + sorted(files):
+            if (rel / name).as_posix() not in expected:
+                return str(rel / name)
+    return None
 
 
 def _run_jobs(
@@ -782,14 +813,20 @@ def _run_jobs(
                 bar.update(fut.result())
 
 
-def default_world(quick: bool = False, cache_root: str | Path = ".cache/synth") -> Path:
+def default_world(quick: bool = False, cache_root: str | Path | None = None) -> Path:
     """The default world (or the tiny :data:`QUICK_CONFIG` one), generated once.
 
-    Cached under ``cache_root/<config_hash>``; a finished world (its ``world.json`` is
+    Cached under ``cache_root/<config_hash>`` (default: ``synth/`` in the per-user
+    cache, :func:`unreid.data.cache.user_cache_root`); a finished world (its ``world.json`` is
     written last) is returned as is. Concurrent callers each build a private copy and
     the first to finish wins, so a half-written world is never visible.
     """
+    from unreid.data.cache import SYNTH, ensure_private_dir, user_cache_root
+
     cfg = QUICK_CONFIG if quick else SynthConfig()
+    if cache_root is None:
+        cache_root = ensure_private_dir(
+            user_cache_root() / SYNTH, fix="set UNREID_CACHE to a writable folder")
     target = Path(cache_root).absolute() / config_hash(cfg)
     if (target / WORLD_JSON).is_file():
         return target

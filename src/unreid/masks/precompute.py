@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unreid.data.cache import resolve_cache_dir
 from unreid.data.images import files_digest, to_rgb, write_array_cache
 from unreid.errors import ConfigError, DataError
 from unreid.io import atomic_write_bytes, first_line
@@ -171,9 +172,10 @@ def load_masks(
     paths = list(paths)
     provider.check(paths)
     cache_file = None
-    if cache_dir:
+    cache_dir = resolve_cache_dir(cache_dir)  # "auto": the per-user cache
+    if cache_dir is not None:
         key = _cache_key(paths, provider, height, width)
-        cache_file = Path(cache_dir) / f"masks-{key}.npy"
+        cache_file = cache_dir / f"masks-{key}.npy"
         if cache_file.is_file():
             meta = json.loads(cache_file.with_suffix(".json").read_text())
             provider.stats = dict(meta["stats"])
