@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from unreid.config import Config, config_from_dict, save_config, to_container, validate_config
+from unreid.engine.run_lock import with_run_lock
 from unreid.errors import ConfigError
 from unreid.io import first_line
 
@@ -59,6 +60,7 @@ class TrainResult:
         return ev[-1]["eval"] if ev else None
 
 
+@with_run_lock  # one training per run folder: a second one is refused at once
 def train(
     cfg: Config | None,
     resume: str | Path | None = None,
