@@ -27,6 +27,7 @@ when they are all digits. Every problem with the input is a one-line
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -249,7 +250,7 @@ def _read_msmt_split(root: Path, name: str) -> Split:
                 continue  # optional: some copies ship train only
             raise DataError(f"{list_file} is missing: the MSMT17 layout needs "
                             f"{', '.join(sum(MSMT_LISTS.values(), ()))}")
-        for lineno, line in enumerate(list_file.read_text().splitlines(), start=1):
+        for lineno, line in enumerate(_read_text(list_file).splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split()
@@ -318,12 +319,25 @@ def _from_regex(files: Sequence[Path], root: Path, regex: re.Pattern[str]):
     return [str(p) for p in files], pids, cams
 
 
+def _read_text(path: Path) -> str:
+    """A list file's text: UTF-8 (a spreadsheet's byte-order mark allowed), else one line
+    naming the line that is not."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}): save the "
+            "file as UTF-8 (in a spreadsheet: CSV UTF-8)"
+        ) from None
+
+
 def _from_csv(csv_path: Path, root: Path):
     if not csv_path.is_file():
         raise DataError(f"CSV file {csv_path} does not exist: pass --csv with path,camid[,pid]")
     paths, pids, cams = [], [], []
-    with csv_path.open(newline="") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(_read_text(csv_path), newline="")))
     if rows and rows[0] and rows[0][0].strip().lower() == "path":
         rows = rows[1:]  # header
     for lineno, row in enumerate(rows, start=1):
