@@ -10,6 +10,7 @@ exit with status 2.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 
@@ -98,8 +99,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     # --resume alone continues with the run's own config; --set then only overrides it
     cfg = _config_from_args(args) if args.config or not args.resume else None
-    train(cfg, resume=args.resume, eval_only=args.eval_only,
-          overrides=(args.set or []) if cfg is None else ())
+    try:
+        train(cfg, resume=args.resume, eval_only=args.eval_only,
+              overrides=(args.set or []) if cfg is None else ())
+    except KeyboardInterrupt:
+        if args.eval_only:
+            raise
+        run_dir = args.resume or cfg.run.out_dir
+        raise KeyboardInterrupt(
+            f"continue with unreid train --resume {shlex.quote(str(run_dir))}") from None
 
 
 def _check_batch_size(args: argparse.Namespace) -> None:
@@ -321,8 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnreidError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # its message, when set, is how to continue
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
 
