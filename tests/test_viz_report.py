@@ -126,6 +126,7 @@ def test_write_report_end_to_end_with_all_sections(tmp_path):
 def test_write_report_without_data_keeps_notes(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
+    (run / "config.yaml").write_text("method:\n  name: cluster_contrast\n")  # just started
     page = write_report(run).read_text()
     assert "No evaluation was logged" in page
     assert "no ranked lists were saved" in page
@@ -219,3 +220,18 @@ def test_hostile_strings_are_text_everywhere_they_reach_the_page(tmp_path):
     assert "<b>" not in parsed.text and "&lt;" not in parsed.text  # escaped once, not twice
     assert f"image not found: {missing}" in parsed.text
     assert f"89 % of samples are outliers in {HOSTILE}" in parsed.text
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    """`unreid report DATASET` must not write report/ into a dataset (or any folder)."""
+    from unreid.cli import main
+
+    data = tmp_path / "dataset"
+    _write_images(data, 2)
+    before = sorted(p.name for p in data.iterdir())
+    assert main(["report", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(data) in err and "config.yaml" in err
+    assert sorted(p.name for p in data.iterdir()) == before
+    (data / "metrics.jsonl").write_text("")  # a run that has logged: accepted
+    assert main(["report", str(data)]) == 0

@@ -270,6 +270,10 @@ def write_report(run_dir: str | Path, *, with_masks: bool = False) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"run folder {run_dir} not found: pass the RUN_DIR of a training run")
+    if not (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.jsonl").is_file():
+        # e.g. a dataset folder: never write report/ into it
+        raise DataError(f"{run_dir} is not a run folder (no config.yaml or metrics.jsonl): "
+                        "pass the RUN_DIR of a training run")
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     records = load_records(run_dir)
