@@ -35,7 +35,7 @@ def test_the_lock_is_exclusive_names_its_holder_and_is_released(tmp_path):
     with run_lock(run):
         pass
     # a folder the lock created and nothing else used is not left behind
-    with run_lock(tmp_path / "fresh"):
+    with run_lock(tmp_path / "fresh" / "run"):
         pass
     assert not (tmp_path / "fresh").exists()
 

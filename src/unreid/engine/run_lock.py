@@ -41,15 +41,20 @@ def _holder(path: Path) -> str:
 def run_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold the exclusive lock of ``run_dir`` for the ``with`` block; yields the folder.
 
-    Creates ``run_dir`` when missing (and removes it again at the end if the block
-    left nothing but the lock file in it).
+    Creates ``run_dir`` when missing (and removes it, with the parents made for it,
+    at the end if the block left nothing but the lock file in it: a run refused by
+    validation leaves no folder behind).
 
     Raises:
         TrainingError: another process holds the lock (one line: folder and pid).
         ConfigError: the folder cannot be created or written.
     """
     run_dir = Path(run_dir)
-    created = not run_dir.exists()
+    created = []  # the folders made here, deepest first
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        created.append(folder)
     path = run_dir / LOCK_FILE
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +79,11 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         finally:
             if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
                 path.unlink()  # still under the lock: nobody else used the folder
-                run_dir.rmdir()
+                for folder in created:  # e.g. runs/ of runs/default, when still empty
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
     finally:
         os.close(fd)  # releases the lock
 
