@@ -10,6 +10,9 @@
   read by ``unreid eval-features`` and ``unreid search``: its keys, dtypes,
   atomic save and a validating load.
 - :func:`resolve_device`: ``auto | cpu | cuda | cuda:N`` -> a ``torch.device``.
+- :func:`refuse_overlap`: an output may never be (or be inside) an input it is
+  made from: ``unreid masks --out DATA`` would overwrite the dataset's images,
+  ``export --out CKPT`` the checkpoint it reads.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "first_line",
+    "refuse_overlap",
     "resolve_device",
 ]
 
@@ -272,3 +276,33 @@ def resolve_device(
     if not torch.cuda.is_available():
         raise ConfigError(f"{setting}={spec} but CUDA is not available: use {setting}=cpu")
     return torch.device(spec if ":" in spec else f"cuda:{int(local_rank)}")
+
+
+# ---------------------------------------------------------------- outputs vs inputs
+
+
+def refuse_overlap(out: str | Path, *inputs: str | Path, what: str, flag: str = "--out",
+                   fix: str = "choose another") -> None:
+    """Refuse an output path that is one of ``inputs`` or lies inside an input folder.
+
+    Paths are compared resolved (``~``, ``..`` and symlinks followed), and an
+    existing ``out`` that is a hard link to an input counts as that input.
+
+    Args:
+        out: the file or folder about to be written.
+        inputs: files and folders the command reads.
+        what: how the message names the inputs ("the data folder").
+        flag: the option that set ``out`` (named in the message).
+        fix: the end of the message's advice, after the flag.
+
+    Raises:
+        ConfigError: one line: ``--out OUT is (inside) WHAT INPUT: FIX --out``.
+    """
+    target = Path(out).expanduser().resolve()
+    for given in inputs:
+        source = Path(given).expanduser().resolve()
+        same = target == source or (target.exists() and source.exists()
+                                    and os.path.samefile(target, source))
+        if same or (source.is_dir() and target.is_relative_to(source)):
+            relation = "is" if same else "is inside"
+            raise ConfigError(f"{flag} {out} {relation} {what} {given}: {fix} {flag}")

@@ -86,8 +86,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = 17) -> 
     """
     from unreid.apps.inference import load_model_from_checkpoint
     from unreid.engine.checkpoint import resolve_checkpoint
+    from unreid.io import refuse_overlap
 
-    resolve_checkpoint(checkpoint)  # a missing checkpoint is reported before the extra
+    # a missing checkpoint is reported before the extra; --out never replaces it
+    refuse_overlap(out, resolve_checkpoint(checkpoint), what="the checkpoint it reads")
     onnx = _import_onnx()
     if not 7 <= int(opset) <= 25:
         raise OnnxExportError(f"--opset {opset}: use an ONNX opset between 7 and 25 (default 17)")

@@ -187,6 +187,7 @@ def search(
     from unreid.apps.inference import load_model_from_checkpoint
     from unreid.data import IMAGE_EXTENSIONS, list_images, load_images
     from unreid.engine.checkpoint import resolve_checkpoint
+    from unreid.io import refuse_overlap
     from unreid.models import extract_features
 
     if int(topk) < 1:
@@ -194,6 +195,9 @@ def search(
     resolve_checkpoint(checkpoint)
     query_paths = _expand_queries(queries)
     gallery = Path(gallery)
+    if out is not None:  # the picture never replaces an input
+        refuse_overlap(out, *query_paths, what="a query image")
+        refuse_overlap(out, gallery, what="the gallery")
     if not gallery.exists():
         raise DataError(
             f"gallery {gallery} not found: pass an .npz from unreid extract or an image folder"
@@ -225,6 +229,9 @@ def search(
         g_pids = [None if x is None or x[0] < 0 else x[0] for x in parsed]
     else:
         feats, pids, g_paths = load_gallery_npz(gallery)
+        if out is not None:
+            refuse_overlap(out, *sorted({str(Path(p).parent) for p in g_paths}),
+                           what="the folder of gallery images")
         if feats.shape[1] != dim:
             raise DataError(
                 f"gallery {gallery} holds {feats.shape[1]}-dim features but checkpoint "

@@ -24,7 +24,7 @@ from PIL import Image
 from unreid.data.cache import resolve_cache_dir
 from unreid.data.images import files_digest, to_rgb, write_array_cache
 from unreid.errors import ConfigError, DataError
-from unreid.io import atomic_write_bytes, first_line
+from unreid.io import atomic_write_bytes, first_line, refuse_overlap
 from unreid.masks.base import MaskProvider, relative_image_name, resize_nearest, write_mask_png
 from unreid.masks.providers import FileMaskProvider, build_mask_provider
 from unreid.progress import progress_bar
@@ -96,6 +96,8 @@ def precompute_masks(
             dataset_root=root,
         )
     out = Path(out_dir)
+    # masks written into the dataset would overwrite its PNG images or join its images
+    refuse_overlap(out, root, what="the data folder", fix="write the masks outside it with")
     if isinstance(provider, FileMaskProvider) and _same_dir(out, provider.mask_dir):
         raise ConfigError(f"--out {out} is the mask folder being read: choose another folder")
     paths = _all_paths(dataset)
