@@ -53,3 +53,62 @@ def test_ctrl_c_in_train_names_the_resume_command(tiny_world, tmp_path, monkeypa
     assert err == f"interrupted: continue with unreid train --resume '{run}'\n"
     assert main(["train", "--resume", str(run)]) == 130
     assert capsys.readouterr().err == f"interrupted: continue with unreid train --resume '{run}'\n"
+
+
+class Unsafe:
+    """Any class: unpickling it would run code from this module."""
+
+
+def test_a_checkpoint_that_needs_pickle_is_refused_in_plain_words(tmp_path, capsys):
+    import torch
+
+    from unreid.engine.checkpoint import load_checkpoint
+    from unreid.errors import WeightsError
+    from unreid.models.weights import read_state_dict
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {"w": Unsafe()}, "config": {}}, evil)
+    with pytest.raises(WeightsError) as err:
+        load_checkpoint(evil)
+    assert str(err.value) == (f"checkpoint {evil} refused: not a plain unreid checkpoint "
+                              "(it would need pickle)")
+    with pytest.raises(WeightsError) as err:
+        read_state_dict(evil)
+    assert str(err.value) == (f"weights file {evil} refused: not a plain state dict "
+                              "(it would need pickle)")
+    root = _folder(tmp_path / "crops", ["a.jpg"])
+    assert main(["eval", "--checkpoint", str(evil), "--data", str(root)]) == 2
+    assert capsys.readouterr().err == (f"error: checkpoint {evil} refused: not a plain unreid "
+                                       "checkpoint (it would need pickle)\n")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")  # damaged: another message
+    with pytest.raises(WeightsError, match="junk.pt cannot be read"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_one(
+    tiny_world, tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    import torch
+    from test_engine_train import make_cfg
+
+    from unreid.config import save_config
+    from unreid.engine.checkpoint import CHECKPOINT, load_checkpoint
+
+    real_save, calls = torch.save, []
+
+    def full_after_the_first(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_after_the_first)
+    run = tmp_path / "run"
+    save_config(make_cfg(tiny_world, run, "optim.iters=2"), tmp_path / "c.yaml")
+    assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: no space left in {run}; the last checkpoint is kept\n"
+    assert load_checkpoint(run / CHECKPOINT)["epoch"] == 1
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name]

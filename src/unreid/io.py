@@ -13,11 +13,14 @@
 - :func:`refuse_overlap`: an output may never be (or be inside) an input it is
   made from: ``unreid masks --out DATA`` would overwrite the dataset's images,
   ``export --out CKPT`` the checkpoint it reads.
+- :func:`load_plain`: ``torch.load(weights_only=True)`` with one-line errors; a
+  file that would need pickle (code) is refused in plain words.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from unreid.errors import ConfigError, DataError
+from unreid.errors import ConfigError, DataError, WeightsError
 
 if TYPE_CHECKING:  # torch is imported where a device is resolved: the CLI starts faster
     import torch
@@ -44,6 +47,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "first_line",
+    "load_plain",
     "refuse_overlap",
     "resolve_device",
 ]
@@ -306,3 +310,45 @@ def refuse_overlap(out: str | Path, *inputs: str | Path, what: str, flag: str = 
         if same or (source.is_dir() and target.is_relative_to(source)):
             relation = "is" if same else "is inside"
             raise ConfigError(f"{flag} {out} {relation} {what} {given}: {fix} {flag}")
+
+
+# ---------------------------------------------------------------- torch files
+
+
+def _needs_code(exc: BaseException) -> bool:
+    """The weights-only unpickler met a class or function (running it needs pickle)."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, pickle.UnpicklingError) and "Unsupported global" in str(chain):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
+
+
+def load_plain(path: str | Path, *, name: str, plain: str,
+               map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers
+    only, so loading never runs code from the file.
+
+    Args:
+        name: what the file is, first in the message ("checkpoint").
+        plain: what a loadable file is ("a plain unreid checkpoint").
+
+    Raises:
+        WeightsError: ``NAME PATH refused: not PLAIN (it would need pickle)`` for a
+            file holding classes or functions; ``NAME PATH cannot be read (REASON)``
+            for a damaged or foreign file.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle/zip errors of all kinds: one line for the user
+        if _needs_code(exc):
+            raise WeightsError(f"{name} {path} refused: not {plain} (it would need pickle)") \
+                from None
+        if isinstance(exc, pickle.UnpicklingError):
+            reason = "not a PyTorch file, or damaged"
+        else:
+            reason = first_line(exc, 160)
+        raise WeightsError(f"{name} {path} cannot be read ({reason})") from None

@@ -21,6 +21,7 @@ numpy arrays become tensors.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 from pathlib import Path
@@ -30,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from unreid.errors import ConfigError, WeightsError
-from unreid.io import atomic_write, first_line
+from unreid.errors import ConfigError, TrainingError, WeightsError
+from unreid.io import atomic_write, load_plain
 
 __all__ = [
     "CHECKPOINT",
@@ -59,8 +60,26 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` atomically and fsync'ed (:func:`unreid.io.atomic_write`).
 
     A reader (or a crash) never sees a half-written checkpoint.
+
+    Raises:
+        TrainingError: the disk is full (the previous file at ``path`` is kept).
     """
-    return atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
+    try:
+        return atomic_write(path, lambda tmp: torch.save(state, tmp), fsync=True)
+    except (OSError, RuntimeError) as exc:
+        if not _disk_full(exc):
+            raise
+        raise TrainingError(f"no space left in {Path(path).parent}; the last checkpoint is "
+                            "kept") from None
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC / EDQUOT anywhere in the chain (torch's writer wraps the OSError)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -78,10 +97,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
     path = resolve_checkpoint(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated file, foreign pickle, ...
-        raise WeightsError(f"checkpoint {path} cannot be read ({first_line(exc)})") from None
+    state = load_plain(path, name="checkpoint", plain="a plain unreid checkpoint",
+                       map_location=map_location)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise WeightsError(f"{path} is not an unreid checkpoint (no model/config entries)")
     check_format(state.get("format", 1), path)

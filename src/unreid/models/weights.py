@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from unreid.errors import WeightsError
-from unreid.io import first_line
+from unreid.io import load_plain
 
 __all__ = [
     "IMAGENET_NORM",
@@ -179,10 +179,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist: pass an existing file")
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors of all kinds: one line for the user
-        raise WeightsError(f"weights file {path} cannot be read ({first_line(exc)})") from None
+    obj: Any = load_plain(path, name="weights file", plain="a plain state dict")
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]  # an unreid checkpoint
     elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
