@@ -112,3 +112,14 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_one(
     assert err == f"error: no space left in {run}; the last checkpoint is kept\n"
     assert load_checkpoint(run / CHECKPOINT)["epoch"] == 1
     assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("feats", [np.array([["a", "b"], ["c", "d"]]),
+                                   np.array([[1.0, 2.0], [3.0, 4.0]]).astype(object)])
+def test_eval_features_with_non_numeric_features_is_one_line(tmp_path, capsys, feats):
+    path = tmp_path / "feats.npz"
+    np.savez(path, feats=feats, pids=np.array([1, 1]), camids=np.array([0, 1]),
+             split=np.array(["query", "gallery"]))
+    assert main(["eval-features", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
