@@ -41,7 +41,8 @@ AUTO = "auto"  # the data.cache_dir value meaning "the per-user cache"
 DECODED = "decoded"
 SYNTH = "synth"
 
-# What unreid writes, by kind: (folder under the root or "" for a --dir folder, file name).
+# The files unreid writes into a decoded-array folder (kind = the first group; else "tmp":
+# a build that was interrupted before it was moved into place).
 _DECODED_NAME = re.compile(r"^(images|masks)-[0-9a-f]{20}\.(npy|json)$|^\.tmp-.*\.npy$")
 _KIND_LABEL = {"images": "decoded images", "masks": "masks", "synth": "synthetic worlds",
                "tmp": "unfinished writes"}
