@@ -1,8 +1,8 @@
 """``unreid demo``: the synthetic world -> the default recipe -> a report, in minutes.
 
 What a newcomer runs first. It generates the default synthetic world (cached
-under ``.cache/synth`` after the first run), trains the default recipe on it
-with the ground-truth masks, evaluates before and after, writes the HTML
+under ``synth/`` of the per-user cache after the first run), trains the default
+recipe on it with the ground-truth masks, evaluates before and after, writes the HTML
 report and prints a short table. Running it again on the same ``--out``
 resumes the run (and returns at once when it has finished).
 

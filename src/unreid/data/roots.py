@@ -1,7 +1,8 @@
 """Where a run's images come from: ``data.root`` -> a dataset -> decoded splits.
 
 ``data.root`` is a dataset folder, or ``synth:default`` / ``synth:quick`` for
-the generated synthetic world (built once, cached under ``.cache/synth``).
+the generated synthetic world (built once, cached under ``synth/`` of the
+per-user cache).
 Training and the applications (evaluate, extract, search) load their data
 through these functions, so a root means the same thing everywhere.
 """
@@ -26,7 +27,8 @@ SYNTH_PREFIX = "synth:"
 
 def resolve_data_root(root: str) -> Path:
     """``data.root`` -> a dataset folder; ``synth:default`` / ``synth:quick`` generate
-    (once, cached under ``.cache/synth``) the synthetic world of :mod:`unreid.data.synth`."""
+    (once, cached under ``synth/`` of the per-user cache) the synthetic world of
+    :mod:`unreid.data.synth`."""
     root = str(root)
     if root.startswith(SYNTH_PREFIX):
         kind = root[len(SYNTH_PREFIX):]
