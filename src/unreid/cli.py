@@ -190,13 +190,13 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
-    from unreid.data.cache import cache_usage, clear_cache
+    from unreid.data.cache import cache_usage, clear_cache, files_text
 
     if args.action == "info":
         print(cache_usage(args.dir).format())
         return
     removed = clear_cache(args.dir)
-    print(f"removed {removed.total_files} files ({removed.total_bytes / 1e6:.1f} MB) "
+    print(f"removed {files_text(removed.total_files)} ({removed.total_bytes / 1e6:.1f} MB) "
           f"from {removed.root}")
 
 

@@ -114,13 +114,19 @@ class CacheUsage:
         """``cache ROOT: N files, X MB`` then one line per kind."""
         if not self.total_files:
             return f"cache {self.root}: empty"
-        lines = [f"cache {self.root}: {self.total_files} files, {self.total_bytes / 1e6:.1f} MB"]
+        lines = [f"cache {self.root}: {files_text(self.total_files)}, "
+                 f"{self.total_bytes / 1e6:.1f} MB"]
         for kind, label in _KIND_LABEL.items():
             if self.files.get(kind):
-                lines.append(f"  {label}: {self.files[kind]} files, "
+                lines.append(f"  {label}: {files_text(self.files[kind])}, "
                              f"{self.bytes[kind] / 1e6:.1f} MB")
         lines.append("empty it with: unreid cache clear")
         return "\n".join(lines)
+
+
+def files_text(count: int) -> str:
+    """``1 file`` / ``N files``."""
+    return f"{count} file{'' if count == 1 else 's'}"
 
 
 def _tree_size(folder: Path) -> tuple[int, int]:
