@@ -33,6 +33,7 @@ __all__ = [
     "cache_usage",
     "clear_cache",
     "ensure_private_dir",
+    "files_text",
     "resolve_cache_dir",
     "user_cache_root",
 ]
