@@ -37,7 +37,7 @@ def test_a_csv_that_is_not_utf8_is_one_line_naming_the_line(tmp_path, capsys):
 
 
 def test_ctrl_c_in_train_names_the_resume_command(tiny_world, tmp_path, monkeypatch, capsys):
-    from test_engine_train import make_cfg
+    from helpers import tiny_cfg
 
     from unreid.config import save_config
     from unreid.engine.trainer import Trainer
@@ -47,7 +47,7 @@ def test_ctrl_c_in_train_names_the_resume_command(tiny_world, tmp_path, monkeypa
 
     monkeypatch.setattr(Trainer, "train", interrupted)
     run = tmp_path / "my run"
-    save_config(make_cfg(tiny_world, run), tmp_path / "c.yaml")
+    save_config(tiny_cfg(tiny_world, run), tmp_path / "c.yaml")
     assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 130
     err = capsys.readouterr().err
     assert err == f"interrupted: continue with unreid train --resume '{run}'\n"
@@ -91,7 +91,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_one(
     import errno
 
     import torch
-    from test_engine_train import make_cfg
+    from helpers import tiny_cfg
 
     from unreid.config import save_config
     from unreid.engine.checkpoint import CHECKPOINT, load_checkpoint
@@ -106,7 +106,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_one(
 
     monkeypatch.setattr(torch, "save", full_after_the_first)
     run = tmp_path / "run"
-    save_config(make_cfg(tiny_world, run, "optim.iters=2"), tmp_path / "c.yaml")
+    save_config(tiny_cfg(tiny_world, run, "optim.iters=2"), tmp_path / "c.yaml")
     assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: no space left in {run}; the last checkpoint is kept\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
-from test_engine_train import make_cfg
+from helpers import tiny_cfg
 
 from unreid.cli import main
 from unreid.config import save_config
@@ -51,14 +51,14 @@ def _hold_the_run(data: str, out: str, started: str, release: str) -> None:
                 while not Path(release).exists() and time.monotonic() < deadline:
                     time.sleep(0.05)
 
-    train(make_cfg(Path(data), Path(out), "optim.epochs=1", "optim.iters=2"),
+    train(tiny_cfg(Path(data), Path(out), "optim.epochs=1", "optim.iters=2"),
           hooks=[WaitInFirstStep()])
 
 
 def test_a_second_train_into_a_live_run_folder_is_refused(tiny_world, tmp_path, capsys):
     out, started, release = tmp_path / "run", tmp_path / "started", tmp_path / "release"
     config = tmp_path / "same.yaml"
-    save_config(make_cfg(tiny_world, out, "optim.epochs=1", "optim.iters=2"), config)
+    save_config(tiny_cfg(tiny_world, out, "optim.epochs=1", "optim.iters=2"), config)
     holder = mp.get_context("spawn").Process(
         target=_hold_the_run, args=(str(tiny_world), str(out), str(started), str(release)))
     holder.start()
