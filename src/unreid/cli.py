@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         if args.eval_only:
             raise
-        run_dir = args.resume or cfg.run.out_dir
+        run_dir = args.resume if cfg is None else (args.resume or cfg.run.out_dir)
         raise KeyboardInterrupt(
             f"continue with unreid train --resume {shlex.quote(str(run_dir))}") from None
 

@@ -226,11 +226,11 @@ def _timing_table(records: list[dict[str, Any]]) -> Markup:
 
 def _warnings_list(records: list[dict[str, Any]]) -> Markup:
     """The warning lines logged per epoch (``warnings`` in a record), in order."""
-    items = [
-        tag("li", f"epoch {r.get('epoch', '?')}: {w}")
-        for r in records
-        for w in (r.get("warnings") if isinstance(r.get("warnings"), list) else ())
-    ]
+    items: list[Markup] = []
+    for r in records:
+        warnings = r.get("warnings")
+        if isinstance(warnings, list):
+            items += [tag("li", f"epoch {r.get('epoch', '?')}: {w}") for w in warnings]
     return tag("ul", *items) if items else tag("p", "No warnings were logged.", class_="note")
 
 
