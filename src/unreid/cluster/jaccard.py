@@ -43,10 +43,12 @@ even) and ``rank[:, :k2]`` for the query expansion.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from scipy import sparse
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from unreid.errors import ClusteringError
 
@@ -56,10 +58,10 @@ __all__ = ["jaccard_distance", "rerank"]
 
 # Bounds on one chunk of the Jaccard accumulation: (i, c, j) triples (~52 bytes each
 # in temporaries) and entries of the dense (rows x N) float64 sum block.
-_TRIPLE_BUDGET = 1 << 21
+_TRIPLE_BUDGET = 1 << 18
 _BLOCK_BUDGET = 1 << 22
 # Feature elements gathered at once when computing cosines of pairs outside the kNN lists.
-_GATHER_BUDGET = 1 << 22
+_GATHER_BUDGET = 1 << 20
 
 
 def _ragged(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -97,14 +99,17 @@ def _reciprocal(rank: np.ndarray, width: int) -> np.ndarray:
 def _pair_cosines(
     x: torch.Tensor, inv_norm: torch.Tensor, a: np.ndarray, b: np.ndarray
 ) -> np.ndarray:
-    """Cosine similarity of the sample pairs (a[t], b[t]), float64, chunked gathers."""
+    """Cosine similarity of the sample pairs (a[t], b[t]), float64, chunked gathers.
+
+    numpy on the CPU: a row gather and a fused dot per pair cost several times less
+    than the same torch indexing ops here (features on a GPU are copied once).
+    """
+    feats, scale = x.cpu().numpy(), inv_norm.cpu().numpy()
     out = np.empty(len(a), dtype=np.float64)
     step = max(1, _GATHER_BUDGET // x.shape[1])
     for s in range(0, len(a), step):
-        ia = torch.from_numpy(a[s : s + step]).to(x.device)
-        ib = torch.from_numpy(b[s : s + step]).to(x.device)
-        dots = (x[ia] * x[ib]).sum(dim=1) * inv_norm[ia] * inv_norm[ib]
-        out[s : s + step] = dots.double().cpu().numpy()
+        ia, ib = a[s : s + step], b[s : s + step]
+        out[s : s + step] = np.einsum("ij,ij->i", feats[ia], feats[ib]) * scale[ia] * scale[ib]
     return out
 
 
@@ -138,7 +143,8 @@ def _encode(
     shared = np.bincount(pair_of[_contains(r_keys, member_keys)], minlength=len(r_keys))
     # Float comparison exactly as the original: len(intersection) > 2/3 * len(R2(c)).
     joins = shared > (2.0 / 3.0) * h_len
-    e_keys = np.unique(np.concatenate([r_keys, member_keys[joins[pair_of]]]))
+    e_keys = np.sort(np.concatenate([r_keys, member_keys[joins[pair_of]]]))
+    e_keys = e_keys[np.concatenate([[True], e_keys[1:] != e_keys[:-1]])]
     del member_keys, pair_of, members
 
     # Step 4: cosines from the kNN lists where present, else computed.
@@ -173,6 +179,41 @@ def _encode(
     return v
 
 
+def _band_order(v: sparse.csr_matrix) -> np.ndarray:
+    """A sample order that keeps rows sharing columns of V close together.
+
+    Reverse Cuthill-McKee on the pattern of V: pairs that share a column then lie in a
+    narrow band, so each chunk's (rows x partners) block spans a few thousand columns
+    instead of all N (the O(N^2) scan of a dense row block is what would dominate past
+    a few tens of thousands of samples).
+    """
+    pattern = sparse.csr_matrix(
+        (np.ones(v.nnz, dtype=np.int8), v.indices, v.indptr), shape=v.shape
+    )
+    return reverse_cuthill_mckee(pattern, symmetric_mode=False).astype(np.int64)
+
+
+def _chunk_bounds(
+    triples: np.ndarray, reach: np.ndarray, stop: int, lowest: np.ndarray
+) -> list[tuple[int, int]]:
+    """Row chunks [a, b) of at most _TRIPLE_BUDGET triples and _BLOCK_BUDGET block entries.
+
+    ``triples``: (stop,) per-row triple counts; ``reach``: (stop,) last partner column of
+    each row; ``lowest``: (stop,) first partner column a chunk starting at that row uses.
+    """
+    cum = np.concatenate([[0], np.cumsum(triples)])
+    bounds = []
+    a = 0
+    while a < stop:
+        b = int(np.searchsorted(cum, cum[a] + _TRIPLE_BUDGET, side="right")) - 1
+        b = max(a + 1, min(b, stop))
+        while b > a + 1 and (b - a) * (int(reach[a:b].max()) + 1 - lowest[a]) > _BLOCK_BUDGET:
+            b = a + (b - a) // 2
+        bounds.append((a, b))
+        a = b
+    return bounds
+
+
 def _jaccard_pairs(
     v: sparse.csr_matrix,
     stop: int,
@@ -181,48 +222,91 @@ def _jaccard_pairs(
     cutoff: float | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(rows, cols, 1 - s / (2 - s))`` for the pairs of rows of V that share a column
-    (step 6), chunk by chunk, sorted by (row, col) within a chunk.
+    (step 6), chunk by chunk.
 
-    Rows ``i < stop``; columns ``j >= i`` when ``col_start`` is None (the upper
-    triangle of a symmetric result, half the work) else ``j >= col_start``. With a
-    ``cutoff``, pairs whose distance is clearly above it are skipped early (the
-    caller still applies the exact test).
+    Rows ``i < stop``; columns ``j >= col_start`` when it is given (the re-ranking's
+    query x gallery rectangle); else every unordered pair once (the symmetric half,
+    half the work), in a band order of the samples (:func:`_band_order`), so either of
+    (i, j) and (j, i) may come out. With a ``cutoff``, pairs whose distance is clearly
+    above it are skipped early (the caller still applies the exact test). Chunks run on
+    ``torch.get_num_threads()`` threads.
     """
     n = v.shape[1]
-    vc = v.tocsc()  # the inverted index: for every column, its rows (sorted) and values
-    end = v.indptr[stop]
+    perm = None
+    if col_start is None:
+        perm = _band_order(v)
+        inverse = np.empty(n, dtype=v.indices.dtype)
+        inverse[perm] = np.arange(n, dtype=v.indices.dtype)
+        v = v[perm]
+        v.indices = inverse[v.indices]
+        v.has_sorted_indices = False
+        v.sort_indices()
+    # The inverted index (for every column, its rows, sorted, and values), with the CSR
+    # position of each CSC entry so that an entry (i, c) knows its place in column c.
+    csr_pos = sparse.csr_matrix(
+        (np.arange(v.nnz, dtype=np.int64) + 1, v.indices, v.indptr), shape=v.shape
+    ).tocsc()
+    end = int(v.indptr[stop])
     entry_rows = np.repeat(np.arange(stop, dtype=np.int64), np.diff(v.indptr[: stop + 1]))
     entry_cols = v.indices[:end].astype(np.int64)
-    # Where each (i, c)'s partner rows start in column c's sorted list: the first j >= bound.
-    bound = entry_rows if col_start is None else np.full(end, col_start, dtype=np.int64)
-    col_keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(vc.indptr)) * n + vc.indices
-    first = np.searchsorted(col_keys, entry_cols * n + bound)
-    del col_keys, bound
-    lens = vc.indptr[entry_cols + 1] - first
-    cum = np.concatenate([[0], np.cumsum(np.bincount(entry_rows, weights=lens, minlength=stop))])
+    col_end = csr_pos.indptr[1:][entry_cols]
+    if col_start is None:
+        # Partners j >= i of (i, c): column c's list from (i, c) itself on.
+        first = np.empty(v.nnz, dtype=np.int64)
+        first[csr_pos.data - 1] = np.arange(v.nnz, dtype=np.int64)
+        first = first[:end]
+        lowest = np.arange(stop, dtype=np.int64)
+    else:
+        col_keys = np.repeat(np.arange(n, dtype=np.int64), np.diff(csr_pos.indptr)) * n
+        first = np.searchsorted(col_keys + csr_pos.indices, entry_cols * n + col_start)
+        del col_keys
+        lowest = np.full(stop, col_start, dtype=np.int64)
+    lens = col_end - first
+    last = np.where(lens > 0, csr_pos.indices[np.maximum(col_end - 1, 0)], -1)
+    # Last partner column of each row (rows without entries reach nothing).
+    row_ptr = v.indptr[: stop + 1].astype(np.int64)
+    filled = np.flatnonzero(np.diff(row_ptr) > 0)
+    reach = lowest.copy()
+    if len(filled):
+        reach[filled] = np.maximum(np.maximum.reduceat(last, row_ptr[filled]), lowest[filled])
+    triples = np.bincount(entry_rows, weights=lens, minlength=stop)
+    bounds = _chunk_bounds(triples, reach, stop, lowest)
     min_sum = 0.0 if cutoff is None else 2 * (1 - cutoff) / (2 - cutoff) * (1 - 1e-9)
-    a = 0
-    while a < stop:
-        lowest = a if col_start is None else col_start
-        # Rows [a, b): at most _TRIPLE_BUDGET triples and a (b - a) x (n - lowest) block.
-        b = int(np.searchsorted(cum, cum[a] + _TRIPLE_BUDGET, side="right")) - 1
-        b = max(a + 1, min(b, stop, a + _BLOCK_BUDGET // max(1, n - lowest)))
-        lo, hi = v.indptr[a], v.indptr[b]
+
+    value, col_rows = v.data[:end], csr_pos.indices.astype(np.int64)
+    col_value = v.data[csr_pos.data - 1]
+    del csr_pos, entry_cols, col_end
+
+    def chunk(bound: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # numpy releases the GIL in gathers, ufuncs and ufunc.at, so chunks overlap.
+        a, b = bound
+        low = int(lowest[a])
+        width = int(reach[a:b].max()) + 1 - low
+        lo, hi = int(v.indptr[a]), int(v.indptr[b])
         seg = lens[lo:hi]
-        where = _ragged(first[lo:hi], seg)
-        terms = np.minimum(np.repeat(v.data[lo:hi], seg), vc.data[where])
-        width = n - lowest
-        keys = np.repeat((entry_rows[lo:hi] - a) * width - lowest, seg) + vc.indices[where]
-        del where
-        sums = np.bincount(keys, weights=terms, minlength=(b - a) * width)
+        # Triple -> its entry (i, c) of V, and its position in column c's list.
+        owner = np.repeat(np.arange(hi - lo), seg)
+        where = (first[lo:hi] - (np.cumsum(seg) - seg))[owner]
+        where += np.arange(len(owner))
+        terms = np.minimum(value[lo:hi][owner], col_value[where])
+        keys = ((entry_rows[lo:hi] - a) * width - low)[owner]
+        keys += col_rows[where]
+        del owner, where
+        sums = np.zeros((b - a) * width)
+        np.add.at(sums, keys, terms)
         del keys, terms
         # d = 1 - s / (2 - s) falls as s grows: d <= cutoff needs s >= 2 (1 - cutoff) /
         # (2 - cutoff). A bool mask of that (with slack for rounding) is far cheaper to
         # scan than the float block, and most sharing pairs fail it.
         hit = np.flatnonzero(sums >= min_sum if min_sum > 0 else sums)
         s = sums[hit]
-        yield hit // width + a, hit % width + lowest, 1.0 - s / (2.0 - s)
-        a = b
+        return hit // width + a, hit % width + low, 1.0 - s / (2.0 - s)
+
+    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+        for rows, cols, dist in pool.map(chunk, bounds):
+            if perm is not None:
+                rows, cols = perm[rows], perm[cols]
+            yield rows, cols, dist
 
 
 def _half_width(k1: int) -> int:
