@@ -3,10 +3,13 @@ cluster-contrast-style reference.
 
     python bench/cluster_bench.py                 # Market and MSMT17 train sizes (below)
     python bench/cluster_bench.py --quick         # small sizes, a smoke run
-    python bench/cluster_bench.py --sizes market  # or msmt, quick-market, quick-msmt, or N
+    python bench/cluster_bench.py --sizes market  # or msmt, 100k, quick-market, quick-msmt, or N
 
 Market-1501 train: N = 12,936 (751 identities); MSMT17 train: N = 32,621 (1,041); D = 2048;
-k1 = 30, k2 = 6, eps = 0.6, min_samples = 4 (cluster-contrast's settings).
+k1 = 30, k2 = 6, eps = 0.6, min_samples = 4 (cluster-contrast's settings). From N =
+100,000 on the row clusters with the approximate faiss kNN (`search="faiss"`, what
+`cluster.knn=auto` picks there) and compares its labels with the exact path (ARI), which
+`--no-exact-large` skips (it costs ~(N / 32,621)^2 the MSMT17 kNN).
 
 Features: float32 with planted identities and cameras: identity centre + 1.5 x a unit
 per-(identity, camera) offset + Gaussian noise of norm 2..5 (drawn per identity), so
@@ -16,16 +19,19 @@ cluster-contrast epochs do. Generated row block by row block (no large temporari
 Measurements, each in a fresh subprocess so that peak memory readings do not mix:
 
 - knn: `unreid.cluster.knn(x, k1)`, the exact kNN every method needs (the floor);
-- sparse: `jaccard_distance(x, k1, k2, cutoff=eps)` + `dbscan(..., eps, min_samples)`;
+- sparse: `jaccard_distance(x, k1, k2, cutoff=eps, search="exact")` + `dbscan(...)`;
+- approx (N >= 100,000): the same with `search="faiss"`;
 - dense (N <= 13,000 only): the dense reference of tests/jaccard_reference.py
   (`dense_jaccard`, float32 N x N matrices and per-row loops like cluster-contrast's
   `compute_jaccard_distance`, fed with the same kNN lists) + scikit-learn DBSCAN on the
   dense matrix. Its labels must equal the sparse ones up to renumbering (checked
   exactly, ARI printed too).
 
-Time: best of `--repeats` runs inside the subprocess (the machine is shared; the minimum
-is the least noisy). Memory: `peak MB` is the subprocess's ru_maxrss (everything: Python,
-torch, the features); `extra MB` is the high-water mark above the resident size right
+Time: median of `--repeats` runs inside the subprocess; the ratio divides two medians of
+the same bench run (the machine may be shared: the JSON records the processor, `nproc`
+and the load average before and after). Memory: `peak MB` is the subprocess's ru_maxrss
+(everything: Python, torch, the features); `extra MB` is the high-water mark above the
+resident size right
 before the measured call (VmHWM after `clear_refs`, features and imports excluded).
 
 Writes bench/results/cluster_bench.json and prints a table.
@@ -37,6 +43,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,17 +54,35 @@ from _memory import finish, release_free_heap, reset_peak, status_kb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cluster_bench.json"
-SIZES = {"market": (12936, 751), "msmt": (32621, 1041)}
+SIZES = {"market": (12936, 751), "msmt": (32621, 1041), "100k": (100_000, 5882)}
 QUICK_SIZES = {"quick-market": (3000, 175), "quick-msmt": (6000, 190)}
 DIM, CAMERAS = 2048, 6
 K1, K2, EPS, MIN_SAMPLES = 30, 6, 0.6, 4
 DENSE_LIMIT = 13_000
+APPROX_FROM = 100_000
 
 
-
-
-
-
+def machine() -> dict:
+    """Processor name, core count and load average (the ratios are only comparable with
+    these next to them)."""
+    name = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        load = []
+    return {
+        "processor": name,
+        "nproc": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "loadavg": [float(v) for v in load],
+    }
 
 
 def make_features(n: int, ids: int, *, seed: int = 0):
@@ -98,11 +123,12 @@ def worker(kind: str, n: int, ids: int, repeats: int, labels_out: str) -> dict:
             timed("total", knn, x, K1)
             return None, {}
 
-    elif kind == "sparse":
+    elif kind in ("sparse", "approx"):
+        search = "exact" if kind == "sparse" else "faiss"
 
         def run():
             s = time.perf_counter()
-            dist = timed("jaccard", jaccard_distance, x, K1, K2, cutoff=EPS)
+            dist = timed("jaccard", jaccard_distance, x, K1, K2, cutoff=EPS, search=search)
             labels = timed("dbscan", dbscan, dist, EPS, MIN_SAMPLES)
             times.setdefault("total", []).append(time.perf_counter() - s)
             return labels, {"stored_per_row": dist.nnz / n}
@@ -135,7 +161,8 @@ def worker(kind: str, n: int, ids: int, repeats: int, labels_out: str) -> dict:
     out = {
         "kind": kind,
         "n": n,
-        "seconds": {k: min(v) for k, v in times.items()},
+        "seconds": {k: statistics.median(v) for k, v in times.items()},
+        "runs": {k: v for k, v in times.items()},
         "peak_mb": peak_kb / 1024,
         "extra_mb": (hwm - rss_before) / 1024 if hwm is not None else None,
         "baseline_mb": rss_before / 1024,
@@ -183,7 +210,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     p.add_argument("--sizes", default="", help="comma-separated: market, msmt or N")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-exact-large", action="store_true",
+                   help=f"N >= {APPROX_FROM}: skip the exact path (no ARI against it)")
     p.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -200,21 +229,37 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (n, ids) in parse_sizes(args.sizes, args.quick).items():
-            kinds = ["knn", "sparse"]
+            if n >= APPROX_FROM:
+                kinds = ["approx"] + ([] if args.no_exact_large else ["knn", "sparse"])
+            else:
+                kinds = ["knn", "sparse"]
             if n <= DENSE_LIMIT and not args.no_dense:
                 kinds.append("dense")
-            row: dict = {"size": name, "n": n, "dim": DIM, "k1": K1, "k2": K2, "eps": EPS}
+            row: dict = {"size": name, "n": n, "dim": DIM, "k1": K1, "k2": K2, "eps": EPS,
+                         "machine_before": machine()}
             for kind in kinds:
                 labels_out = str(Path(tmp) / f"{name}-{kind}.npy")
-                cmd = [sys.executable, __file__, "--repeats", str(args.repeats)]
+                # The dense reference checks labels: one run is enough.
+                repeats = 1 if kind == "dense" else args.repeats
+                cmd = [sys.executable, __file__, "--repeats", str(repeats)]
                 cmd += ["--_worker", json.dumps([kind, n, ids, labels_out])]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
                 if proc.returncode != 0:
                     print(proc.stderr, file=sys.stderr)
                     return proc.returncode
                 row[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
-                print(f"done {name} {kind}: {row[kind]['seconds']['total']:.2f}s", file=sys.stderr)
-            row["ratio"] = row["sparse"]["seconds"]["total"] / row["knn"]["seconds"]["total"]
+                print(f"done {name} {kind}: {row[kind]['seconds']['total']:.2f}s", file=sys.stderr,
+                      flush=True)
+            row["machine_after"] = machine()
+            if "sparse" in row:
+                row["ratio"] = row["sparse"]["seconds"]["total"] / row["knn"]["seconds"]["total"]
+            if "approx" in row and "sparse" in row:
+                ours = np.load(Path(tmp) / f"{name}-approx.npy")
+                ref = np.load(Path(tmp) / f"{name}-sparse.npy")
+                row["approx_ari"] = float(adjusted_rand_score(ref, ours))
+                row["approx_equal"] = bool(
+                    (_first_occurrence(ours) == _first_occurrence(ref)).all()
+                )
             if "dense" in row:
                 ours = np.load(Path(tmp) / f"{name}-sparse.npy")
                 ref = np.load(Path(tmp) / f"{name}-dense.npy")
@@ -225,28 +270,36 @@ def main() -> int:
                 )
             rows.append(row)
 
+    info = machine()
+    print(f"processor: {info['processor']}, nproc {info['nproc']}, OMP_NUM_THREADS "
+          f"{info['omp_num_threads']}, load average {rows[0]['machine_before']['loadavg']} -> "
+          f"{info['loadavg']} (median of {args.repeats} runs)" if rows else "")
     header = (
-        f"{'size':<13} {'N':>6} {'kNN s':>7} {'sparse s':>9} {'ratio':>6} {'kNN MB':>7} "
-        f"{'sparse MB':>10} {'extra MB':>9} {'clusters':>8} {'outl':>5} {'dense s':>8} "
-        f"{'dense MB':>9} {'= dense':>8}"
+        f"{'size':<13} {'N':>7} {'kNN s':>7} {'jaccard s':>9} {'dbscan s':>8} {'total s':>8} "
+        f"{'ratio':>6} {'peak MB':>8} {'clusters':>8} {'outl':>5} {'= dense':>8} "
+        f"{'approx s':>9} {'approx MB':>9} {'ARI':>6}"
     )
     print(header)
     print("-" * len(header))
+
+    def cell(value, fmt):
+        return format(value, fmt) if value is not None else format("-", fmt.split(".")[0] + "s")
+
     for r in rows:
-        k, s = r["knn"], r["sparse"]
-        dense = (
-            f"{r['dense']['seconds']['total']:8.2f} {r['dense']['peak_mb']:9.0f} "
-            f"{str(r['dense_equal']):>8}"
-            if "dense" in r
-            else ""
-        )
+        k, s, a = r.get("knn"), r.get("sparse"), r.get("approx")
+        main = s or a
         print(
-            f"{r['size']:<13} {r['n']:>6} {k['seconds']['total']:7.2f} "
-            f"{s['seconds']['total']:9.2f} {r['ratio']:6.2f} {k['peak_mb']:7.0f} "
-            f"{s['peak_mb']:10.0f} {s['extra_mb'] or float('nan'):9.0f} "
-            f"{s['quality']['num_clusters']:>8} {s['quality']['outlier_ratio']:5.2f} {dense}"
+            f"{r['size']:<13} {r['n']:>7} {cell(k and k['seconds']['total'], '7.2f')} "
+            f"{cell(s and s['seconds']['jaccard'], '9.2f')} "
+            f"{cell(s and s['seconds']['dbscan'], '8.2f')} "
+            f"{cell(s and s['seconds']['total'], '8.2f')} {cell(r.get('ratio'), '6.2f')} "
+            f"{cell(s and s['peak_mb'], '8.0f')} {main['quality']['num_clusters']:>8} "
+            f"{main['quality']['outlier_ratio']:5.2f} {str(r.get('dense_equal', '-')):>8} "
+            f"{cell(a and a['seconds']['total'], '9.2f')} {cell(a and a['peak_mb'], '9.0f')} "
+            f"{cell(r.get('approx_ari'), '6.3f')}"
         )
-    return finish(args.out, {"quick": args.quick, "results": rows}, rows)
+    return finish(args.out, {"quick": args.quick, "repeats": args.repeats, "machine": info,
+                             "results": rows}, rows)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""Exact cosine kNN: hand cases, brute force with ties, chunking, faiss agreement, errors."""
+"""Cosine kNN: hand cases, brute force with ties, chunking, faiss agreement, the approximate
+search against the exact one, errors."""
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
@@ -8,8 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unreid.cluster import knn
-from unreid.errors import ClusteringError
+from unreid.cluster import dbscan, jaccard_distance, knn
+from unreid.cluster.knn import SEARCHES, resolve_search
+from unreid.config import RULES, load_config
+from unreid.errors import ClusteringError, ConfigError
+
+knn_module = sys.modules["unreid.cluster.knn"]
 
 
 def brute_force(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,3 +120,57 @@ def test_knn_rejects_bad_input(features, k, match):
 def test_knn_rejects_unknown_backend():
     with pytest.raises(ClusteringError, match="backend"):
         knn(np.ones((3, 2)), 1, backend="annoy")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- approximate search
+
+
+def _planted(n_ids: int, per_id: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_ids, dim))
+    x = np.repeat(centres, per_id, axis=0) + 0.3 * rng.standard_normal((n_ids * per_id, dim))
+    return x[rng.permutation(len(x))].astype(np.float32)
+
+
+def test_knn_search_auto_is_exact_below_the_switch_and_unknown_search_fails():
+    x = np.random.default_rng(2).standard_normal((50, 8)).astype(np.float32)
+    np.testing.assert_array_equal(knn(x, 5, search="auto")[0], knn(x, 5, search="exact")[0])
+    assert resolve_search("auto", 10) == "exact" and resolve_search("exact", 10**7) == "exact"
+    with pytest.raises(ClusteringError, match="cluster.knn"):
+        knn(x, 5, search="annoy")  # type: ignore[arg-type]
+
+
+def test_knn_search_faiss_without_faiss_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(knn_module, "_faiss_available", lambda: False)
+    assert resolve_search("auto", 10**6) == "exact"  # auto falls back to exact
+    with pytest.raises(ClusteringError, match=r"pip install 'unreid\[faiss\]'"):
+        knn(np.ones((4, 2)), 2, search="faiss")
+
+
+def test_knn_faiss_search_follows_the_conventions_and_finds_planted_neighbours():
+    pytest.importorskip("faiss")
+    x = _planted(12, 10, 48, seed=3)
+    ids, sims = knn(x, 10, search="faiss")
+    ref_ids, ref_sims = knn(x, 10, search="exact")
+    assert ids.shape == (120, 10) and ids.dtype == np.int64 and sims.dtype == np.float32
+    assert (ids[:, 0] == np.arange(120)).all()
+    assert (np.diff(sims[:, 1:], axis=1) <= 1e-6).all()  # decreasing after self
+    np.testing.assert_array_equal(np.sort(ids, axis=1), np.sort(ref_ids, axis=1))
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+
+
+def test_jaccard_dbscan_labels_from_faiss_search_equal_exact_on_planted_data():
+    pytest.importorskip("faiss")
+    x = _planted(15, 12, 300, seed=4)  # more dims than the PCA keeps
+    exact = dbscan(jaccard_distance(x, 20, 6, cutoff=0.6, search="exact"), 0.6, 4)
+    approx = dbscan(jaccard_distance(x, 20, 6, cutoff=0.6, search="faiss"), 0.6, 4)
+    np.testing.assert_array_equal(approx, exact)
+    assert exact.max() + 1 == 15  # the planted identities, found
+
+
+def test_config_cluster_knn_is_validated():
+    assert {v for v in [*SEARCHES, "x"] if RULES["cluster.knn"].check(v)} == set(SEARCHES)
+    assert load_config([], ["cluster.knn=faiss"]).cluster.knn == "faiss"
+    assert load_config([], []).cluster.knn == "auto"
+    with pytest.raises(ConfigError, match="cluster.knn='annoy' is not allowed"):
+        load_config([], ["cluster.knn=annoy"])

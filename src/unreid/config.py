@@ -103,6 +103,7 @@ class ClusterConfig:
     k2: int = 6
     eps: float = 0.6
     min_samples: int = 4
+    knn: str = "auto"  # auto (faiss, approximate, from 100,000 samples) | exact | faiss
     # SFE-CR: per-camera DBSCAN on foreground features + re-allocation
     local_eps: float = 0.5
     local_min_samples: int = 2
@@ -361,6 +362,7 @@ RULES: dict[str, Rule] = {
     "cluster.k2": _POSITIVE_INT,
     "cluster.eps": _SHARE,  # a Jaccard distance is in [0, 1]
     "cluster.min_samples": _POSITIVE_INT,
+    "cluster.knn": _one_of("auto", "exact", "faiss"),
     "cluster.local_eps": _SHARE,
     "cluster.local_min_samples": _POSITIVE_INT,
     "cluster.delta": _interval(0, lo_open=True),  # > 1 turns re-allocation off

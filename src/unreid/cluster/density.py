@@ -35,6 +35,7 @@ def jaccard_dbscan(
     eps: float,
     min_samples: int,
     warn: bool = True,
+    knn: str = "auto",
 ) -> np.ndarray:
     """DBSCAN labels of k-reciprocal Jaccard distances.
 
@@ -45,6 +46,7 @@ def jaccard_dbscan(
         min_samples: neighbours (self included) that make a DBSCAN core sample.
         warn: False silences the "all samples are outliers" warning (for callers
             that cluster many small sets and summarise the result themselves).
+        knn: the kNN search (``cluster.knn``): auto | exact | faiss (approximate).
 
     Returns:
         (N,) int64 labels, clusters numbered 0..C-1 by their lowest sample index,
@@ -53,8 +55,10 @@ def jaccard_dbscan(
     if not warn:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return jaccard_dbscan(features, k1=k1, k2=k2, eps=eps, min_samples=min_samples)
-    dist = jaccard_distance(features, k1=k1, k2=k2, cutoff=eps)
+            return jaccard_dbscan(
+                features, k1=k1, k2=k2, eps=eps, min_samples=min_samples, knn=knn
+            )
+    dist = jaccard_distance(features, k1=k1, k2=k2, cutoff=eps, search=knn)  # type: ignore[arg-type]
     return dbscan(dist, eps, min_samples=min_samples)
 
 

@@ -52,7 +52,7 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from unreid.errors import ClusteringError
 
-from .knn import as_features, neighbours, scan
+from .knn import Search, as_features, neighbours, scan
 
 __all__ = ["jaccard_distance", "rerank"]
 
@@ -331,6 +331,7 @@ def jaccard_distance(
     k2: int = 6,
     *,
     cutoff: float | None = None,
+    search: Search = "auto",
 ) -> sparse.csr_matrix:
     """Sparse k-reciprocal Jaccard distance, as cluster-contrast's ``compute_jaccard_distance``.
 
@@ -344,6 +345,9 @@ def jaccard_distance(
         cutoff: keep only pairs at distance ``<= cutoff`` (pass the DBSCAN eps);
             ``None`` keeps every pair that shares a k-reciprocal neighbour. Must lie
             in (0, 1].
+        search: the kNN search (:func:`unreid.cluster.knn`): ``"exact"``, ``"faiss"``
+            (approximate) or ``"auto"`` (faiss from 100,000 samples on when installed).
+            Everything after the kNN lists is exact.
 
     Returns:
         (N, N) ``scipy.sparse.csr_matrix``, float64, canonical (sorted indices),
@@ -355,7 +359,7 @@ def jaccard_distance(
 
     Raises:
         ClusteringError: bad features (see :func:`unreid.cluster.knn`), k1/k2 out
-            of range, cutoff outside (0, 1].
+            of range, cutoff outside (0, 1], an unknown search or faiss missing.
     """
     x, inv_norm = as_features(features, who="jaccard_distance")
     n = x.shape[0]
@@ -370,7 +374,7 @@ def jaccard_distance(
             "set cluster.eps below 1"
         )
     k1, k2 = int(k1), int(k2)
-    rank, sims = neighbours(x, inv_norm, k1)
+    rank, sims = neighbours(x, inv_norm, k1, search=search)
     v = _encode(
         x, inv_norm, rank, sims, width=k1, half_width=_half_width(k1), k2=k2,
         scale=np.ones(n),

@@ -18,6 +18,13 @@ Conventions (shared by :mod:`unreid.cluster.jaccard`):
   tied samples at the k-th place get in, so the result is fully deterministic.
 - float64 features are searched in float64 (the dense references in the tests
   rely on it); anything else in float32.
+
+Past ~100,000 samples the exact pass (O(N^2 D)) dominates everything else, so
+``search="faiss"`` (or ``"auto"`` from :data:`APPROX_FROM` samples on, when faiss
+is installed) searches a PCA projection with faiss and re-scores the candidates
+with the full features instead: the same conventions on the
+neighbours it finds, most of them the exact ones (measured by
+``bench/cluster_bench.py`` through the labels the clustering gives).
 """
 
 from __future__ import annotations
@@ -30,9 +37,21 @@ import torch
 
 from unreid.errors import ClusteringError
 
-__all__ = ["knn"]
+__all__ = ["APPROX_FROM", "knn", "resolve_search"]
 
 Backend = Literal["auto", "torch", "faiss"]
+Search = Literal["auto", "exact", "faiss"]
+SEARCHES = ("auto", "exact", "faiss")
+
+# search="auto" switches to the approximate faiss search from this many samples on.
+APPROX_FROM = 100_000
+# Approximate search: PCA dimension of the candidate search, rows the PCA is fitted on,
+# candidates per neighbour re-scored with the full features.
+_PCA_DIM = 256
+_PCA_SAMPLE = 20_000
+_REFINE = 4
+# Rows normalised and added to / searched in the faiss index at once.
+_FAISS_ROWS = 8192
 
 # Largest (chunk x N) similarity block of the GEMM pass: 2**24 entries = 64 MiB in float32.
 _BLOCK_ELEMS = 1 << 24
@@ -168,17 +187,82 @@ def _faiss_knn(x: torch.Tensor, inv_norm: torch.Tensor, k: int) -> tuple[np.ndar
     index = faiss.IndexFlatIP(xn.shape[1])
     index.add(xn)
     sims, ids = index.search(xn, k)
-    n = len(xn)
+    return _self_first(ids, sims, (xn * xn).sum(axis=1))
+
+
+def _self_first(ids: np.ndarray, sims: np.ndarray, self_sim: np.ndarray) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    """faiss's k results in the module's order: self first (put in place of the last
+    result when faiss did not return it), then by decreasing similarity, ties by index."""
+    n = len(ids)
     own = np.arange(n)[:, None]
     is_self = ids == own
-    missing = ~is_self.any(axis=1)  # self pushed out by >= k exact duplicates
+    missing = ~is_self.any(axis=1)  # self pushed out by >= k exact duplicates (or missed)
     ids[missing, -1] = np.flatnonzero(missing)
     is_self[missing, -1] = True
     order = np.lexsort((ids, -sims, ~is_self), axis=-1)
     ids = np.take_along_axis(ids, order, axis=1).astype(np.int64)
     sims = np.take_along_axis(sims, order, axis=1)
-    sims[:, 0] = (xn * xn).sum(axis=1)
+    sims[:, 0] = self_sim
     return ids, sims
+
+
+def _faiss_approx_knn(
+    x: torch.Tensor, inv_norm: torch.Tensor, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate top-k by cosine: candidates from an exact inner-product search on a
+    PCA projection of the normalised rows (``_PCA_DIM`` dims, so the GEMM costs D /
+    _PCA_DIM times less), re-scored with the full features (faiss ``IndexRefineFlat``,
+    ``_REFINE`` x k candidates). Rows are normalised block by block."""
+    import faiss
+
+    n, d = x.shape
+    sample = np.random.default_rng(0).choice(n, size=min(n, _PCA_SAMPLE), replace=False)
+    sample.sort()
+    dim = min(_PCA_DIM, d, len(sample))  # faiss fits at most one component per sample
+
+    def unit(s: int, e: int) -> np.ndarray:
+        return np.ascontiguousarray((x[s:e] * inv_norm[s:e, None]).float().cpu().numpy())
+
+    pca = faiss.PCAMatrix(d, dim)
+    pca.train(np.ascontiguousarray(
+        (x[sample] * inv_norm[sample, None]).float().cpu().numpy()
+    ))
+    index = faiss.IndexRefineFlat(faiss.IndexPreTransform(pca, faiss.IndexFlatIP(dim)))
+    index.k_factor = _REFINE
+    for s in range(0, n, _FAISS_ROWS):
+        index.add(unit(s, min(n, s + _FAISS_ROWS)))
+    ids = np.empty((n, k), dtype=np.int64)
+    sims = np.empty((n, k), dtype=np.float32)
+    self_sim = np.empty(n, dtype=np.float32)
+    for s in range(0, n, _FAISS_ROWS):
+        e = min(n, s + _FAISS_ROWS)
+        q = unit(s, e)
+        sims[s:e], ids[s:e] = index.search(q, k)
+        self_sim[s:e] = (q * q).sum(axis=1)
+    return _self_first(ids, sims, self_sim)
+
+
+def resolve_search(search: str, n: int) -> str:
+    """``"exact"`` or ``"faiss"``: what ``search`` means for N = ``n`` samples.
+
+    ``"auto"`` is faiss from :data:`APPROX_FROM` samples on when faiss is installed,
+    else exact. Raises :class:`ClusteringError` for an unknown value or ``"faiss"``
+    without faiss installed.
+    """
+    if search not in SEARCHES:
+        raise ClusteringError(
+            f"knn: search must be auto, exact or faiss, got {search!r}; set cluster.knn"
+        )
+    if search == "auto":
+        return "faiss" if n >= APPROX_FROM and _faiss_available() else "exact"
+    if search == "faiss" and not _faiss_available():
+        raise ClusteringError(
+            "knn: cluster.knn=faiss needs faiss: pip install 'unreid[faiss]' (or set "
+            "cluster.knn=exact)"
+        )
+    return search
 
 
 def knn(
@@ -187,8 +271,9 @@ def knn(
     *,
     chunk: int | None = None,
     backend: Backend = "auto",
+    search: Search = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k neighbours of every sample by cosine similarity.
+    """Top-k neighbours of every sample by cosine similarity (exact by default).
 
     Args:
         features: (N, D) float array or tensor (any device); L2-normalised inside.
@@ -199,16 +284,22 @@ def knn(
         backend: ``"torch"`` (chunked GEMM on the features' device), ``"faiss"``
             (``IndexFlatIP``, CPU; needs the ``faiss`` extra) or ``"auto"``: faiss
             when it is installed and the features are float32 on the CPU.
+        search: ``"exact"`` (the backends above), ``"faiss"`` (approximate: faiss on a
+            PCA projection, candidates re-scored exactly, CPU; needs the ``faiss``
+            extra) or ``"auto"``: faiss from :data:`APPROX_FROM` samples on when
+            installed, else exact.
 
     Returns:
         ``(indices, similarities)``: (N, k) int64 and (N, k) float32 numpy arrays.
         Row i starts with i itself, then the others by decreasing cosine
         similarity; equal similarities are ordered by increasing index (the same
-        rule picks among ties at the k-th place). Both backends agree up to float
-        rounding of near-ties.
+        rule picks among ties at the k-th place). Both exact backends agree up to
+        float rounding of near-ties; the approximate search may miss some neighbours
+        (and then lists farther ones in their place).
 
     Raises:
-        ClusteringError: empty, non-2-D, NaN/inf or all-zero features; k < 1 or k > N.
+        ClusteringError: empty, non-2-D, NaN/inf or all-zero features; k < 1 or k > N;
+            an unknown backend or search; search="faiss" without faiss.
     """
     x, inv_norm = as_features(features, who="knn")
     n = x.shape[0]
@@ -217,7 +308,7 @@ def knn(
             f"knn: k={k} must lie in [1, N={n}] (k counts the sample itself); lower k"
         )
     k = int(k)
-    ids, sims = neighbours(x, inv_norm, k, chunk=chunk, backend=backend)
+    ids, sims = neighbours(x, inv_norm, k, chunk=chunk, backend=backend, search=search)
     return ids, sims.astype(np.float32, copy=False)
 
 
@@ -228,11 +319,14 @@ def neighbours(
     *,
     chunk: int | None = None,
     backend: Backend = "auto",
+    search: Search = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`knn` on validated features (see :func:`as_features`), similarities in the
     features' dtype (float64 stays float64). Numpy (N, k) int64 and float arrays."""
     if backend not in ("auto", "torch", "faiss"):
         raise ClusteringError(f"knn: backend must be auto, torch or faiss, got {backend!r}")
+    if resolve_search(search, x.shape[0]) == "faiss":
+        return _faiss_approx_knn(x, inv_norm, k)
     use_faiss = backend == "faiss" or (
         backend == "auto"
         and x.device.type == "cpu"

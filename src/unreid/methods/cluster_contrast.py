@@ -27,7 +27,8 @@ class ClusterContrast(MemoryMethod):
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         c = self.cfg.cluster
         labels = jaccard_dbscan(
-            inputs.require_features(), k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples
+            inputs.require_features(), k1=c.k1, k2=c.k2, eps=c.eps,
+            min_samples=c.min_samples, knn=c.knn,
         )
         num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=c.eps)
         return PseudoLabels(labels, num)

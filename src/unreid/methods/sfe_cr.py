@@ -124,7 +124,7 @@ class SFECR(MemoryMethod):
             self.global_features, inputs.require_features(), inputs.fg_features
         )
         global_labels = jaccard_dbscan(
-            feats, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples
+            feats, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples, knn=c.knn
         )
         info: dict[str, Any] = {
             "global_clusters": num_clusters(global_labels),
