@@ -181,3 +181,24 @@ def test_rerank_rejects_bad_input():
         rerank(q, g, k1=20)
     with pytest.raises(ClusteringError, match="lambda_"):
         rerank(q, g, k1=4, lambda_=1.5)
+
+
+def test_jaccard_many_small_chunks_on_threads_equal_one_chunk(monkeypatch):
+    # Tiny budgets: hundreds of row chunks, narrow blocks, run on two threads; the stored
+    # pairs and distances must not depend on how the rows were cut.
+    import unreid.cluster.jaccard as jaccard_module
+
+    feats = clustered(25, 8, 16, 0.5, seed=6)
+    whole = jaccard_distance(feats, k1=15, k2=4, cutoff=0.8)
+    monkeypatch.setattr(jaccard_module, "_TRIPLE_BUDGET", 40)
+    monkeypatch.setattr(jaccard_module, "_BLOCK_BUDGET", 64)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    cut = jaccard_distance(feats, k1=15, k2=4, cutoff=0.8)
+    assert (cut.indptr == whole.indptr).all() and (cut.indices == whole.indices).all()
+    np.testing.assert_allclose(cut.data, whole.data, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(_dense(cut), np.where(
+        dense_jaccard(feats, 15, 4) <= 0.8, dense_jaccard(feats, 15, 4), 1.0), atol=1e-6)
+    # The re-ranking's rectangle goes through the same chunks.
+    ref = rerank(feats[:30], feats[30:], k1=10, k2=4)
+    monkeypatch.undo()
+    np.testing.assert_allclose(ref, rerank(feats[:30], feats[30:], k1=10, k2=4), atol=1e-6)

@@ -24,10 +24,13 @@ dense textbook implementations to 1e-6):
    ``d_J(i, j) = 1 - s / (2 - s)`` with ``s = sum_c min(V_ic, V_jc)``. For a chunk
    of rows, every (i, c, j) with ``V_ic, V_jc > 0`` is gathered through the CSC
    column lists of V (the inverted index), ``np.minimum`` gives the terms and
-   ``np.bincount`` sums them into a (chunk x N) block that is scanned once with
-   ``flatnonzero``. Chunks are sized so that the block and the triples stay
-   below ~100 MB; total work is O(sum_c nnz_c^2 + N^2) with tiny constants, next
-   to the O(N^2 D) kNN GEMM.
+   ``np.add.at`` sums them into a (chunk x window) block that is scanned once with
+   ``flatnonzero``. The samples are first put in a band order (reverse
+   Cuthill-McKee on the pattern of V), so the window of partner columns of a chunk
+   is narrow instead of all N; chunks are small enough (2**18 triples) for their
+   temporaries to stay in cache and run on ``torch.get_num_threads()`` threads
+   (numpy releases the GIL in these ops). Total work is O(sum_c nnz_c^2) with tiny
+   constants, next to the O(N^2 D) kNN GEMM.
 
 Pairs that share no column of V have ``s = 0``, i.e. distance exactly 1, and are
 never stored: with ``cutoff`` (the DBSCAN eps) only pairs at distance
@@ -56,8 +59,9 @@ from .knn import Search, as_features, neighbours, scan
 
 __all__ = ["jaccard_distance", "rerank"]
 
-# Bounds on one chunk of the Jaccard accumulation: (i, c, j) triples (~52 bytes each
-# in temporaries) and entries of the dense (rows x N) float64 sum block.
+# Bounds on one chunk of the Jaccard accumulation: (i, c, j) triples (~50 bytes each in
+# temporaries: small enough to stay in cache) and entries of the (rows x window) float64
+# sum block.
 _TRIPLE_BUDGET = 1 << 18
 _BLOCK_BUDGET = 1 << 22
 # Feature elements gathered at once when computing cosines of pairs outside the kNN lists.
