@@ -257,8 +257,16 @@ def main() -> int:
             row["machine_after"] = machine()
             for kind in ("sparse", "approx"):
                 if kind in row:
-                    sec = row[kind]["seconds"]
+                    sec, runs = row[kind]["seconds"], row[kind]["runs"]
                     row[kind]["ratio"] = sec["total"] / sec["knn"]
+                    # Each run over the kNN right before it: robust to load that changes
+                    # between runs (the ratio of medians can pair a quiet kNN with a busy run).
+                    row[kind]["ratio_per_run"] = [
+                        t / k for t, k in zip(runs["total"], runs["knn"], strict=True)
+                    ]
+                    row[kind]["ratio_median_of_runs"] = statistics.median(
+                        row[kind]["ratio_per_run"]
+                    )
             if "sparse" in row:
                 row["ratio"] = row["sparse"]["ratio"]
             if "approx" in row and "sparse" in row:
