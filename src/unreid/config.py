@@ -91,7 +91,7 @@ class ModelConfig:
     # | pool (pooled map, pool5) | auto (what the method declares: pool for rsl/pul as in
     # their papers, whose cosine thresholds assume non-negative pooled features; else bn)
     feature: str = "auto"
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC weights and inputs (faster on CPU and CUDA alike)
 
 
 @dataclass
@@ -171,7 +171,8 @@ class RunConfig:
     out_dir: str = "runs/default"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # only takes effect on CUDA
+    # auto | fp32 | bf16 | fp16 (CUDA only); auto decides per phase (unreid.models.precision)
+    precision: str = "auto"
     deterministic: bool = True
     report: bool = True  # write the HTML report at the end of training
     # mid-epoch checkpoints (RUN_DIR/checkpoint_step.pt) so a killed run loses < 1 epoch

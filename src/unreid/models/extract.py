@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unreid.models.precision import Precision, autocast
 from unreid.progress import progress_bar
 
 __all__ = ["extract_features"]
@@ -21,6 +22,7 @@ def extract_features(
     masks: np.ndarray | None = None,
     progress: bool = True,
     indices: np.ndarray | None = None,
+    precision: Precision | None = None,
 ) -> torch.Tensor:
     """L2-normalised features of ``images`` (eval mode, no autograd).
 
@@ -39,6 +41,9 @@ def extract_features(
         progress: tqdm bar (shown only when stderr is a terminal).
         indices: optional (M,) int rows of ``images``/``masks`` to extract, in this
             order (a rank's shard under DDP); default all N.
+        precision: autocast of the forward pass (see :mod:`unreid.models.precision`);
+            default fp16 on CUDA and fp32 elsewhere. Features are re-normalised in
+            float32 either way.
 
     Returns:
         (M, D) float32 CPU tensor with unit rows (an ordinary tensor, usable in autograd).
@@ -59,8 +64,9 @@ def extract_features(
     dev = torch.device(device) if device is not None else _model_device(model)
     model.to(dev)
     net = getattr(model, "module", model)  # a DDP wrapper keeps the settings on .module
-    channels_last = bool(getattr(net, "channels_last", False)) and dev.type == "cuda"
-    cuda = dev.type == "cuda"
+    channels_last = bool(getattr(net, "channels_last", False))
+    if precision is None:
+        precision = Precision("fp16" if dev.type == "cuda" else "fp32")
 
     was_training = model.training
     model.eval()
@@ -68,7 +74,7 @@ def extract_features(
     bar = progress_bar(total=len(rows), desc="extract", unit="img", leave=False,
                        enabled=progress)
     try:
-        with torch.inference_mode(), torch.autocast("cuda", enabled=cuda):
+        with torch.inference_mode(), autocast(dev, precision):
             for start in range(0, len(rows), batch_size):
                 sel = rows[start:start + batch_size]
                 x = _batch(images, sel, dev).div_(255.0)
@@ -77,7 +83,7 @@ def extract_features(
                     x = x * (m.div_(mask_scale) if mask_scale != 1.0 else m)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                feats = F.normalize(model(x).float(), dim=1).cpu()  # re-normalise after fp16
+                feats = F.normalize(model(x).float(), dim=1).cpu()  # re-normalise after bf16/fp16
                 if out is None:
                     # Allocated outside the batch loop's inference tensors' reach (see below).
                     out = _empty(len(rows), feats.shape[1])

@@ -42,7 +42,8 @@ class ReIDModel(nn.Module):
     Attributes:
         feature_dim: D.
         backbone_name: registry name of the backbone.
-        channels_last: whether callers should feed channels_last inputs on CUDA.
+        channels_last: the weights are stored channels-last and callers feed
+            channels-last inputs (:func:`build_model` converts the weights).
     """
 
     input_mean: torch.Tensor  # registered buffers, declared for type checkers
@@ -158,6 +159,8 @@ def build_model(cfg: ModelConfig, num_classes: int = 0, *, feature: str | None =
         channels_last=bool(cfg.channels_last),
         feature=_resolve_feature(feature or str(cfg.feature)),
     )
+    if model.channels_last:
+        model.to(memory_format=torch.channels_last)
     if pretrained not in ("none", "imagenet"):
         if not Path(pretrained).expanduser().is_file():
             raise WeightsError(
