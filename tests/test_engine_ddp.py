@@ -27,16 +27,27 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, queue) -> Non
     from unreid.engine import train
     from unreid.engine.hooks import HookBase
 
+    def flat(model: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
     seen: list[list[int]] = []
+    weights: list[torch.Tensor] = []
 
     class GrabLabels(HookBase):
+        def before_train(self) -> None:
+            weights.append(flat(self.trainer.model))
+
         def before_step(self) -> None:
             if self.trainer.step == 0:
                 seen.append(self.trainer.labels.labels.tolist())
 
+        def after_train(self) -> None:
+            weights.append(flat(self.trainer.model))
+
     cfg = tiny_cfg(Path(data), Path(out), "optim.num_identities=2", "eval.eval_every=0")
     result = train(cfg, hooks=[GrabLabels()])
-    queue.put((rank, seen, [r.get("loss") for r in result.records[1:]]))
+    first, last = weights
+    queue.put((rank, seen, [r.get("loss") for r in result.records[1:]], first, last))
 
 
 @pytest.mark.slow
@@ -46,11 +57,15 @@ def test_two_gloo_processes_share_labels_and_learn(tiny_world: Path, tmp_path: P
     out = tmp_path / "ddp"
     mp.spawn(_worker, args=(2, _free_port(), str(tiny_world), str(out), queue), nprocs=2,
              join=True)
-    (r0, labels0, loss0), (r1, labels1, loss1) = sorted(queue.get(timeout=60) for _ in range(2))
+    got = sorted((queue.get(timeout=60) for _ in range(2)), key=lambda item: item[0])
+    (r0, labels0, loss0, first0, last0), (r1, labels1, loss1, first1, last1) = got
     assert (r0, r1) == (0, 1)
     assert labels0 == labels1 and len(labels0) == 3  # the labels rank 0 made, every epoch
     assert loss0 == loss1  # the loss is averaged over ranks before logging
-    assert loss0[-1] < loss0[0]
+    # gradients were all-reduced: both ranks start and end with the same weights, and
+    # those weights moved (a loss-falls check would hang on one seed's floats)
+    assert torch.equal(first0, first1) and torch.equal(last0, last1)
+    assert (last0 - first0).abs().max() > 1e-3
     # only rank 0 wrote the run folder, each epoch once
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and (out / "checkpoint.pt").is_file()

@@ -13,9 +13,7 @@ from unreid.config import ModelConfig
 from unreid.errors import ConfigError
 from unreid.models import build_model, extract_features
 from unreid.models.precision import (
-    PARITY_COSINE,
     Precision,
-    ProbeResult,
     cpu_bf16_native,
     extraction_precision,
     resolve_precision,
@@ -82,20 +80,6 @@ def test_fp16_on_cpu_and_unknown_names_are_one_line_errors() -> None:
         resolve_precision("half", CPU, "train")
 
 
-@pytest.mark.parametrize(
-    ("fp32", "bf16", "cosine", "chosen"),
-    [
-        (100.0, 200.0, 0.9999, "bf16"),
-        (100.0, 200.0, PARITY_COSINE - 1e-4, "fp32"),  # faster but not accurate enough
-        (100.0, 104.0, 0.9999, "fp32"),  # within 5 %: not worth the rounding
-        (100.0, 80.0, 0.9999, "fp32"),
-    ],
-)
-def test_probe_decision(fp32: float, bf16: float, cosine: float, chosen: str) -> None:
-    choice = ProbeResult(fp32, bf16, cosine).precision()
-    assert choice.name == chosen and choice.reason.startswith("probe: bf16")
-
-
 class AutocastRecorder(nn.Module):
     """Records whether CPU autocast was on, and its dtype, at each forward pass."""
 
@@ -152,12 +136,17 @@ def test_bf16_features_agree_with_fp32(model_and_images) -> None:
     assert (a * b).sum(1).min() > 0.9995
 
 
-def test_auto_extraction_probes_only_where_bf16_is_native(model_and_images) -> None:
+def test_auto_extraction_checks_parity_only_where_bf16_is_native(model_and_images,
+                                                                 monkeypatch) -> None:
     model, images = model_and_images
     sample = torch.from_numpy(images[:8])
     plain = extraction_precision("auto", model, CPU, sample, bf16_native=False)
     assert plain == Precision("fp32", "auto: this CPU has no native bf16")
     probed = extraction_precision("auto", model, CPU, sample, bf16_native=True)
-    assert probed.name in ("fp32", "bf16") and probed.reason.startswith("probe: bf16")
-    assert model.training is False  # the probe restores the mode it found
+    assert probed.name == "bf16" and "min cosine to fp32 0.99" in probed.reason
+    assert model.training is False  # the check restores the mode it found
     assert extraction_precision("fp32", model, CPU, sample) == Precision("fp32", "run.precision")
+    # a model whose bf16 features drift is kept in fp32
+    monkeypatch.setattr("unreid.models.precision.bf16_parity", lambda *a, **k: 0.99)
+    drifted = extraction_precision("auto", model, CPU, sample, bf16_native=True)
+    assert drifted.name == "fp32" and "too far" in drifted.reason

@@ -54,11 +54,21 @@ def load_model_from_checkpoint(
     return model.to(device).eval(), cfg
 
 
-def _features(model, table, cfg: Config, batch_size: int, device: torch.device) -> torch.Tensor:
+def embed_images(model, images: np.ndarray, cfg: Config, batch_size: int,
+                 device: torch.device) -> torch.Tensor:
+    """(N, D) features of uint8 ``images`` in the run's ``run.precision``, decided for this
+    machine and model as training decides it (:mod:`unreid.models.precision`)."""
     from unreid.models import extract_features
+    from unreid.models.precision import extraction_precision
 
-    images = split_images(table, cfg)
-    return extract_features(model, images, batch_size=batch_size, device=device, progress=True)
+    sample = torch.from_numpy(np.ascontiguousarray(images[:64]))
+    precision = extraction_precision(str(cfg.run.precision), model, device, sample)
+    return extract_features(model, images, batch_size=batch_size, device=device, progress=True,
+                            precision=precision)
+
+
+def _features(model, table, cfg: Config, batch_size: int, device: torch.device) -> torch.Tensor:
+    return embed_images(model, split_images(table, cfg), cfg, batch_size, device)
 
 
 def evaluate_checkpoint(

@@ -184,11 +184,10 @@ def search(
             whose feature dimension differs from the checkpoint's.
         ConfigError: ``topk`` < 1. WeightsError: bad checkpoint.
     """
-    from unreid.apps.inference import load_model_from_checkpoint
+    from unreid.apps.inference import embed_images, load_model_from_checkpoint
     from unreid.data import IMAGE_EXTENSIONS, list_images, load_images
     from unreid.engine.checkpoint import resolve_checkpoint
     from unreid.io import refuse_overlap
-    from unreid.models import extract_features
 
     if int(topk) < 1:
         raise ConfigError(f"--topk {topk}: use a positive number of gallery images")
@@ -213,7 +212,7 @@ def search(
     dim = int(getattr(model, "feature_dim", 0))
 
     def embed(images: np.ndarray) -> torch.Tensor:
-        return extract_features(model, images, batch_size=batch_size, device=dev, progress=True)
+        return embed_images(model, images, cfg, batch_size, dev)
 
     g_images: np.ndarray | None = None
     if gallery.is_dir():

@@ -31,6 +31,7 @@ from unreid.engine.checkpoint import (
 from unreid.engine.loop import EpochStats
 from unreid.errors import TrainingError
 from unreid.methods import PseudoLabels
+from unreid.models.precision import Precision
 
 if TYPE_CHECKING:
     from unreid.engine.trainer import Trainer
@@ -67,6 +68,9 @@ class Checkpointer:
             "rng": get_rng_state(),
             "records": [dict(r) for r in t.records],
             "hooks": self._hook_states(),
+            # a resumed run keeps this choice (the bf16 check could flip on new weights)
+            "extract_precision": None if t.extract_precision is None
+            else [t.extract_precision.name, t.extract_precision.reason],
         }
         current = t.current
         # A method whose labels do not come from features keeps its head across epochs,
@@ -113,6 +117,8 @@ class Checkpointer:
         t.records = [dict(r) for r in state["records"]]
         t.scheduler.load_state_dict(state["scheduler"])
         t.scaler.load_state_dict(state["scaler"])
+        if state.get("extract_precision"):
+            t.extract_precision = Precision(*state["extract_precision"])
         hook_states = state.get("hooks")
         if hook_states is None:  # format 1 kept the report's data at the top level
             hook_states = {"ReportHook": {k: state[k] for k in ("embed", "final_labels")

@@ -46,6 +46,7 @@ from unreid.errors import TrainingError
 from unreid.eval import evaluate_split
 from unreid.methods import PseudoLabels, build_method, model_feature
 from unreid.methods.base import BatchSampler
+from unreid.models.precision import Precision, autocast, extraction_precision, resolve_precision
 
 __all__ = [
     "Builders",
@@ -161,15 +162,18 @@ class Trainer(TrainerBase):
         self.model = self.build_model()
         self.signature = model_signature(self.model, self.cfg_dict)
         self.model.to(self.device)
-        self.channels_last = bool(cfg.model.channels_last) and self.device.type == "cuda"
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.channels_last = bool(cfg.model.channels_last)  # build_model converted the weights
         self.optimizer = self.build_optimizer(self.model)
         if len(self.optimizer.param_groups) == 1:
             self.optimizer.add_param_group({"params": []})
         self.scheduler = self.build_lr_scheduler(self.optimizer)
-        self.amp = bool(cfg.run.amp) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.train_precision = resolve_precision(cfg.run.precision, self.device, "train")
+        # decided at the first extraction (it checks the model's bf16 features); a resumed
+        # run takes the first run's choice from the checkpoint
+        self.extract_precision: Precision | None = None
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.train_precision.needs_grad_scaler
+        )
         self.augment = build_augment(self.method.augment, cfg.data.height, cfg.data.width)
         self._generator = torch.Generator()
 
@@ -237,6 +241,8 @@ class Trainer(TrainerBase):
 
         n = len(images)
         a, b = ddp.shard_bounds(n, self.info.rank, self.info.world_size)
+        if self.extract_precision is None:
+            self.extract_precision = self._decide_extract_precision(images)
         feats = extract_features(
             self.model,
             images[a:b],
@@ -244,9 +250,22 @@ class Trainer(TrainerBase):
             device=self.device,
             masks=None if masks is None else masks[a:b],
             progress=self.info.is_main,
+            precision=self.extract_precision,
         )
         comm = self.device if self.device.type == "cuda" else torch.device("cpu")
         return ddp.gather_shards(feats.float().cpu(), n, comm)
+
+    def _decide_extract_precision(self, images: np.ndarray) -> Precision:
+        """Rank 0 decides (so every shard is extracted alike) and logs the choice."""
+        choice = None
+        if self.info.is_main:
+            sample = torch.from_numpy(np.ascontiguousarray(images[:64]))
+            choice = extraction_precision(self.cfg.run.precision, self.model, self.device,
+                                          sample)
+            self.log(f"precision: training {self.train_precision.name} "
+                     f"({self.train_precision.reason}), extraction {choice.name} "
+                     f"({choice.reason})")
+        return ddp.broadcast_object(choice)
 
     # ------------------------------------------------------------ step
 
@@ -270,7 +289,7 @@ class Trainer(TrainerBase):
         # Dropout and other in-model randomness: a per-step seed as well.
         torch.manual_seed(derive_seed(self.cfg.run.seed, _STEP + 1, self.epoch, self.step,
                                       self.info.rank))
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with autocast(self.device, self.train_precision):
             out = self.net(x)
             terms = self.method.loss(out, index, ddp.all_gather_cat)
         named = terms if isinstance(terms, dict) else {}

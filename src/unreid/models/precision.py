@@ -10,9 +10,9 @@ where the casts cost more than bf16 saves (measured in docs/benchmarks.md).
 
 - ``train``: fp16 on CUDA, fp32 on CPU.
 - ``extract`` (features for clustering, evaluation, search): fp16 on CUDA; on
-  CPU bf16 only when the processor computes bf16 natively *and* a short probe
-  on the actual model finds it faster and within ``PARITY_COSINE`` of the fp32
-  features; otherwise fp32.
+  CPU bf16 only when the processor computes bf16 natively *and* the actual
+  model's bf16 features of a few images agree with its fp32 ones to
+  ``PARITY_COSINE``; otherwise fp32.
 
 bf16 is never chosen by ``auto`` on a CPU without native support (where it is
 emulated and several times slower). Channels-last is a separate switch
@@ -22,7 +22,6 @@ emulated and several times slower). Channels-last is a separate switch
 from __future__ import annotations
 
 import platform
-import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,11 +36,10 @@ __all__ = [
     "PARITY_COSINE",
     "PRECISIONS",
     "Precision",
-    "ProbeResult",
     "autocast",
+    "bf16_parity",
     "cpu_bf16_native",
     "extraction_precision",
-    "probe_extraction",
     "resolve_precision",
 ]
 
@@ -94,8 +92,8 @@ def resolve_precision(
     """The precision of ``phase`` ("train" or "extract") on ``device`` for ``spec``.
 
     ``auto`` for extraction on a CPU with native bf16 resolves to ``bf16`` with
-    reason "probe": the caller confirms it with :func:`probe_extraction` on the
-    real model before using it. Raises ConfigError for fp16 on a CPU.
+    reason "probe": :func:`extraction_precision` confirms it on the real model.
+    Raises ConfigError for fp16 on a CPU.
     """
     if spec not in PRECISIONS:
         raise ConfigError(f"run.precision={spec!r} is unknown: use one of {', '.join(PRECISIONS)}")
@@ -125,55 +123,21 @@ def autocast(device: torch.device, precision: Precision) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    """What :func:`probe_extraction` measured (images per second, worst cosine)."""
-
-    fp32_rate: float
-    bf16_rate: float
-    min_cosine: float
-
-    @property
-    def choose_bf16(self) -> bool:
-        return self.min_cosine >= PARITY_COSINE and self.bf16_rate > self.fp32_rate * 1.05
-
-    def precision(self) -> Precision:
-        detail = (f"probe: bf16 {self.bf16_rate:.0f} vs fp32 {self.fp32_rate:.0f} img/s, "
-                  f"min cosine {self.min_cosine:.5f}")
-        return Precision("bf16" if self.choose_bf16 else "fp32", detail)
-
-
-def probe_extraction(
-    model: nn.Module, images: torch.Tensor, *, channels_last: bool, repeats: int = 2
-) -> ProbeResult:
-    """Time eval-mode forward passes of ``model`` on ``images`` ((B, 3, H, W) float in
-    [0, 1], on the model's device) in fp32 and bf16, and compare their features.
-
-    Each precision runs once to warm up, then ``repeats`` times; the best time
-    counts (timings on a shared machine only ever come out too slow).
-    """
-    device = images.device
+def bf16_parity(model: nn.Module, images: torch.Tensor, *, channels_last: bool) -> float:
+    """The worst cosine between bf16 and fp32 eval-mode features of ``model`` on
+    ``images`` ((B, 3, H, W) float in [0, 1], on the model's device)."""
     x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
     was_training = model.training
     model.eval()
-    rates, feats = {}, {}
+    feats = {}
     try:
         with torch.inference_mode():
             for name in ("fp32", "bf16"):
-                with autocast(device, Precision(name)):
+                with autocast(images.device, Precision(name)):
                     feats[name] = F.normalize(model(x).float(), dim=1)
-                    best = float("inf")
-                    for _ in range(repeats):
-                        start = time.perf_counter()
-                        model(x)
-                        if device.type == "cuda":
-                            torch.cuda.synchronize(device)
-                        best = min(best, time.perf_counter() - start)
-                rates[name] = len(x) / max(best, 1e-9)
     finally:
         model.train(was_training)
-    cos = float((feats["fp32"] * feats["bf16"]).sum(1).min())
-    return ProbeResult(rates["fp32"], rates["bf16"], cos)
+    return float((feats["fp32"] * feats["bf16"]).sum(1).min())
 
 
 def extraction_precision(
@@ -184,14 +148,20 @@ def extraction_precision(
     *,
     bf16_native: bool | None = None,
 ) -> Precision:
-    """The extraction precision for ``spec``; under ``auto`` on a bf16-capable CPU,
-    decided by :func:`probe_extraction` of ``model`` on ``sample`` ((B, 3, H, W) uint8
-    or float in [0, 1]; 64 images at the run's input size are plenty)."""
+    """The extraction precision for ``spec``. Under ``auto`` on a CPU with native bf16,
+    bf16 when its features on ``sample`` ((B, 3, H, W) uint8 or float in [0, 1]; 64
+    images at the run's input size are plenty) agree with fp32 to ``PARITY_COSINE``.
+
+    The decision depends on the processor and the model only, never on timings, so a
+    run and its resumption make the same choice.
+    """
     choice = resolve_precision(spec, device, "extract", bf16_native=bf16_native)
     if choice.reason != "probe":
         return choice
     x = sample.to(device)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     net = getattr(model, "module", model)
-    return probe_extraction(model, x, channels_last=bool(getattr(net, "channels_last", False))
-                            ).precision()
+    cos = bf16_parity(model, x, channels_last=bool(getattr(net, "channels_last", False)))
+    if cos >= PARITY_COSINE:
+        return Precision("bf16", f"auto: native bf16, min cosine to fp32 {cos:.5f}")
+    return Precision("fp32", f"auto: bf16 features too far from fp32 (min cosine {cos:.5f})")
