@@ -394,6 +394,7 @@ RULES: dict[str, Rule] = {
     "eval.batch_size": _POSITIVE_INT,
     "eval.max_rank": _POSITIVE_INT,
     "run.device": _matches(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"),
+    "run.precision": _one_of("auto", "fp32", "bf16", "fp16"),
     "run.checkpoint_steps": _COUNT,
     "run.checkpoint_minutes": _interval(0),
 }
