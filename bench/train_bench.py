@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from unreid.models.precision import autocast
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             t.step += 1
 
         def network() -> None:
-            with torch.autocast(device.type, dtype=torch.float16, enabled=t.amp):
+            with autocast(device, t.train_precision):
                 out = t.net(x)
                 logits = out.feat_norm @ memory.centroids.t().to(out.feat_norm.dtype)
                 loss = F.cross_entropy(logits.float() / memory.temperature, targets)
