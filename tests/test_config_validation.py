@@ -155,9 +155,9 @@ def test_the_choices_are_the_ones_the_owning_modules_accept() -> None:
     from unreid.data.augment import AUGMENT_PRESETS
     from unreid.data.dataset import LAYOUTS
     from unreid.masks.providers import PROVIDERS
-    from unreid.models.precision import PRECISIONS
     from unreid.methods.sfe_cr import GLOBAL_FEATURES
     from unreid.models.head import FEATURES, build_pooling
+    from unreid.models.precision import PRECISIONS
 
     def allowed(key: str, values) -> set:
         return {v for v in values if RULES[key].check(v)}
