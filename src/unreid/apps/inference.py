@@ -61,7 +61,7 @@ def embed_images(model, images: np.ndarray, cfg: Config, batch_size: int,
     from unreid.models import extract_features
     from unreid.models.precision import extraction_precision
 
-    sample = torch.from_numpy(np.ascontiguousarray(images[:64]))
+    sample = torch.from_numpy(np.array(images[:64]))  # a copy: the cache is read-only
     precision = extraction_precision(str(cfg.run.precision), model, device, sample)
     return extract_features(model, images, batch_size=batch_size, device=device, progress=True,
                             precision=precision)

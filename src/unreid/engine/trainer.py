@@ -259,7 +259,7 @@ class Trainer(TrainerBase):
         """Rank 0 decides (so every shard is extracted alike) and logs the choice."""
         choice = None
         if self.info.is_main:
-            sample = torch.from_numpy(np.ascontiguousarray(images[:64]))
+            sample = torch.from_numpy(np.array(images[:64]))  # a copy: the cache is read-only
             choice = extraction_precision(self.cfg.run.precision, self.model, self.device,
                                           sample)
             self.log(f"precision: training {self.train_precision.name} "
