@@ -103,7 +103,7 @@ class ClusterConfig:
     k2: int = 6
     eps: float = 0.6
     min_samples: int = 4
-    knn: str = "auto"  # auto (faiss, approximate, from 100,000 samples) | exact | faiss
+    knn: str = "auto"  # auto (faiss, approximate, from 250,000 samples) | exact | faiss
     # SFE-CR: per-camera DBSCAN on foreground features + re-allocation
     local_eps: float = 0.5
     local_min_samples: int = 2

@@ -350,7 +350,7 @@ def jaccard_distance(
             ``None`` keeps every pair that shares a k-reciprocal neighbour. Must lie
             in (0, 1].
         search: the kNN search (:func:`unreid.cluster.knn`): ``"exact"``, ``"faiss"``
-            (approximate) or ``"auto"`` (faiss from 100,000 samples on when installed).
+            (approximate) or ``"auto"`` (faiss from 250,000 samples on when installed).
             Everything after the kNN lists is exact.
 
     Returns:

@@ -19,7 +19,7 @@ Conventions (shared by :mod:`unreid.cluster.jaccard`):
 - float64 features are searched in float64 (the dense references in the tests
   rely on it); anything else in float32.
 
-Past ~100,000 samples the exact pass (O(N^2 D)) dominates everything else, so
+Past a few 100,000 samples the exact pass (O(N^2 D)) dominates everything else, so
 ``search="faiss"`` (or ``"auto"`` from :data:`APPROX_FROM` samples on, when faiss
 is installed) searches a PCA projection with faiss and re-scores the candidates
 with the full features instead: the same conventions on the
@@ -43,8 +43,11 @@ Backend = Literal["auto", "torch", "faiss"]
 Search = Literal["auto", "exact", "faiss"]
 SEARCHES = ("auto", "exact", "faiss")
 
-# search="auto" switches to the approximate faiss search from this many samples on.
-APPROX_FROM = 100_000
+# search="auto" switches to the approximate faiss search from this many samples on. The
+# exact pass still fits 100,000 samples in minutes on 2 cores, while the approximate one
+# lost labels on hard, near-isotropic features (ARI 0.75 to exact at 12,936 samples;
+# docs/benchmarks.md), so auto stays exact until the O(N^2) pass is far too slow.
+APPROX_FROM = 250_000
 # Approximate search: PCA dimension of the candidate search, rows the PCA is fitted on,
 # candidates per neighbour re-scored with the full features.
 _PCA_DIM = 256
