@@ -188,8 +188,8 @@ class MediaPipeMaskProvider(MaskProvider):
     Args:
         model_selection: 0 = the general model (256 x 256 input), 1 = the
             landscape model (144 x 256). The default 0 is the better one for
-            tall pedestrian crops: see the module's measurements in the issue
-            note / docs (IoU against the synthetic world's ground truth).
+            tall pedestrian crops (IoU against the synthetic world's ground-truth
+            masks, measured when the provider was added).
         threshold: confidence threshold in (0, 1).
         min_foreground: foreground fraction below which a mask counts as empty.
     """
