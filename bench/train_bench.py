@@ -19,7 +19,6 @@ median per-step time of each is reported. Goal: pipeline / network <= 1.1.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _memory import write_json
 
 from unreid.models.precision import autocast
 
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=None, help="alternating blocks")
     parser.add_argument("--steps", type=int, default=None, help="steps per block")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default=str(RESULTS / "train_bench.json"), help="JSON file")
     args = parser.parse_args(argv)
     quick = args.quick
     args.data = args.data or ("synth:quick" if quick else "synth:default")
@@ -138,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, sec in rows:
         print(f"{name:48s} {sec:8.3f} {batch / sec:8.1f}")
     print(f"{'ratio pipeline / network (goal <= 1.1)':48s} {ratio:8.3f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
         "quick": quick,
         "backbone": args.backbone,
@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": ratio,
         "goal": 1.1,
     }
-    out = RESULTS / "train_bench.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {out}")
+    print(f"wrote {write_json(args.out, result)}")
     return 0
 
 
