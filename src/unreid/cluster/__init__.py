@@ -11,14 +11,17 @@ What does not: deciding *when* and *with what* these run (which config knobs,
 which features, which seed for which epoch, what to do when nothing clusters)
 is composition and lives in :mod:`unreid.methods`.
 
-Modules: ``knn`` and ``jaccard`` (k-reciprocal distances), ``dbscan``,
+Modules: ``knn``, ``jaccard`` and ``ca_jaccard`` (k-reciprocal distances, plain and
+camera-aware), ``association`` (cross-camera links of samples to camera proxies), ``dbscan``,
 ``density`` (Jaccard + DBSCAN in one call, the class-count estimate), ``kmeans``,
 ``selection`` (RSL's reliable/soft labels, PUL's selection), ``camera``
-(per-camera clusters, camera-aware re-allocation), ``labels`` (dense ids,
+(per-camera clusters, camera-aware re-allocation, per-camera standardisation), ``labels`` (dense ids,
 counts, class centres), ``quality`` (label metrics against the truth).
 """
 
-from .camera import camera_local_clusters, reallocate_camera_clusters
+from .association import CrossCameraLinks, associate_proxies, link_precision
+from .ca_jaccard import ca_jaccard_distance
+from .camera import camera_local_clusters, reallocate_camera_clusters, standardize_per_camera
 from .dbscan import dbscan
 from .density import estimate_num_classes, jaccard_dbscan, shrink_k
 from .jaccard import jaccard_distance, rerank
@@ -29,6 +32,9 @@ from .quality import label_quality
 from .selection import pul_select, reliable_soft_labels
 
 __all__ = [
+    "CrossCameraLinks",
+    "associate_proxies",
+    "ca_jaccard_distance",
     "camera_local_clusters",
     "class_centres",
     "dbscan",
@@ -39,10 +45,12 @@ __all__ = [
     "kmeans",
     "knn",
     "label_quality",
+    "link_precision",
     "num_clusters",
     "pul_select",
     "reallocate_camera_clusters",
     "reliable_soft_labels",
     "rerank",
     "shrink_k",
+    "standardize_per_camera",
 ]

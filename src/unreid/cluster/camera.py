@@ -19,7 +19,7 @@ from unreid.cluster.density import jaccard_dbscan, shrink_k
 from unreid.cluster.labels import num_clusters
 from unreid.errors import ClusteringError
 
-__all__ = ["camera_local_clusters", "reallocate_camera_clusters"]
+__all__ = ["camera_local_clusters", "reallocate_camera_clusters", "standardize_per_camera"]
 
 
 def _as_labels(a: np.ndarray, name: str) -> np.ndarray:
@@ -173,3 +173,45 @@ def camera_local_clusters(
         "cameras_without_local_clusters": empty,
     }
     return labels, info
+
+
+def standardize_per_camera(
+    features: torch.Tensor, camids: np.ndarray, *, eps: float = 1e-6
+) -> torch.Tensor:
+    """Per camera: subtract the camera's mean feature and divide by its spread.
+
+    A camera's background and light shift all its features the same way; removing
+    each camera's mean (and scaling every dimension by its standard deviation over
+    that camera's samples) takes that shift out before features of different cameras
+    are compared. The result is not L2-normalised: the cosine-based consumers
+    (:func:`unreid.cluster.jaccard_distance`, the evaluation) normalise themselves.
+
+    Args:
+        features: (N, D) float features, any scale (L2-normalised first, so the
+            statistics do not depend on the norms).
+        camids: (N,) int camera of each sample.
+        eps: added to every standard deviation (a dimension that is constant within a
+            camera becomes 0 there, not NaN).
+
+    Returns:
+        (N, D) float32 tensor on the features' device: ``(f - mean_c) / (std_c + eps)``
+        per dimension, with the camera's (population) mean and standard deviation. The
+        sample of a one-image camera would become a zero row (no direction): it is
+        returned L2-normalised and otherwise unchanged.
+    """
+    cam = torch.as_tensor(np.asarray(camids, dtype=np.int64).reshape(-1), device=features.device)
+    if cam.numel() != features.shape[0]:
+        raise ClusteringError(
+            f"standardize_per_camera: {features.shape[0]} features but {cam.numel()} camera ids"
+        )
+    x = torch.nn.functional.normalize(features.float(), dim=1)
+    ids, slot = torch.unique(cam, return_inverse=True)
+    counts = torch.bincount(slot, minlength=len(ids)).to(x.dtype)[:, None]
+    mean = torch.zeros(len(ids), x.shape[1], dtype=x.dtype, device=x.device)
+    mean = mean.index_add(0, slot, x) / counts
+    centred = x - mean[slot]
+    var = torch.zeros_like(mean).index_add(0, slot, centred * centred) / counts
+    out = centred / (var.sqrt() + eps)[slot]
+    single = (counts[:, 0] < 2)[slot]
+    out[single] = x[single]
+    return out
