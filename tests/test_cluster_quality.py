@@ -30,6 +30,9 @@ def test_label_quality_hand_case_exact_values():
     assert q["pair_f1"] == pytest.approx(0.5)
     # cluster 0 spans cameras {0, 1}, cluster 1 only camera 0
     assert q["multi_camera_share"] == pytest.approx(0.5)
+    # cross-camera pairs: (0, 1) one identity, (1, 2) not; cluster 1 lies in one camera
+    assert q["cross_camera_pairs"] == 2
+    assert q["cross_camera_pair_precision"] == pytest.approx(0.5)
     # ARI with the outlier as a singleton: index 2, expected 4*4/15, max 4 -> 7/22
     assert q["ari"] == pytest.approx(7 / 22, abs=1e-12)
     # non-outliers only: index 2, expected 4*4/10, max 4 -> 1/6
@@ -54,15 +57,18 @@ def test_label_quality_perfect_and_all_outlier_labels():
     assert none["ari"] == pytest.approx(0.0)  # all singletons vs. identities with pairs
 
 
-def brute_force_pairs(pred, true):
-    tp = pp = tt = 0
+def brute_force_pairs(pred, true, cams):
+    tp = pp = tt = cross = cross_tp = 0
     for i, j in itertools.combinations(range(len(pred)), 2):
         same_pred = pred[i] >= 0 and pred[i] == pred[j]
         same_true = true[i] == true[j]
         pp += same_pred
         tt += same_true
         tp += same_pred and same_true
-    return tp, pp, tt
+        if same_pred and cams[i] != cams[j]:
+            cross += 1
+            cross_tp += same_true
+    return tp, pp, tt, cross, cross_tp
 
 
 samples = st.integers(1, 30).flatmap(
@@ -79,7 +85,9 @@ samples = st.integers(1, 30).flatmap(
 def test_label_quality_matches_brute_force_and_ignores_cluster_ids(data, perm_seed):
     pred, true, cams = (np.array(a, dtype=np.int64) for a in data)
     q = label_quality(pred, true, cams)
-    tp, pp, tt = brute_force_pairs(pred, true)
+    tp, pp, tt, cross, cross_tp = brute_force_pairs(pred, true, cams)
+    assert q["cross_camera_pairs"] == cross
+    assert q["cross_camera_pair_precision"] == pytest.approx(cross_tp / cross if cross else 0.0)
     assert q["pair_precision"] == pytest.approx(tp / pp if pp else 0.0)
     assert q["pair_recall"] == pytest.approx(tp / tt if tt else 0.0)
     clusters = sorted(set(pred.tolist()) - {-1})

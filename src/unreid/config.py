@@ -41,6 +41,7 @@ from unreid.errors import ConfigError
 from unreid.io import first_line
 
 __all__ = [
+    "CameraConfig",
     "ClusterConfig",
     "Config",
     "DataConfig",
@@ -101,6 +102,9 @@ class ClusterConfig:
     # cluster-contrast / SFE-CR: k-reciprocal Jaccard + DBSCAN
     k1: int = 30
     k2: int = 6
+    # plain | camera_aware (CA-Jaccard: k-reciprocal sets inside and across cameras, with
+    # camera.k1_intra, k1_inter, k2_intra, k2_inter); read by the cap method
+    jaccard: str = "plain"
     eps: float = 0.6
     min_samples: int = 4
     knn: str = "auto"  # auto (faiss, approximate, from 250,000 samples) | exact | faiss
@@ -145,6 +149,32 @@ class MethodConfig:
 
 
 @dataclass
+class CameraConfig:
+    """Camera-aware learning (method ``cap``; see unreid/methods/cap.py for the defaults)."""
+
+    # camera-aware proxies (CAP): false = one centroid per cluster, as cluster-contrast
+    proxies: bool = True
+    temperature: float = 0.07  # of the intra- and inter-camera proxy losses
+    momentum: float = 0.2  # proxy memory update
+    inter_weight: float = 0.5  # weight of the inter-camera loss; 0 = off
+    inter_start_epoch: int = 5  # first (0-based) epoch with the inter-camera loss
+    hard_negatives: int = 50  # proxies of other identities in the inter-camera loss
+    own_camera_positive: bool = True  # the own camera's identity proxy is a positive too
+    proxy_sampler: bool = True  # batches of P proxies x K images (else P pseudo-identities)
+    # online cross-camera association: extra inter-camera positives
+    associate: bool = False
+    assoc_mutual: bool = True  # the proxies must be each other's nearest across the cameras
+    assoc_min_similarity: float = -1.0  # and/or cosine >= this (-1 = no threshold)
+    # CA-Jaccard (cluster.jaccard=camera_aware)
+    k1_intra: int = 5
+    k1_inter: int = 20
+    k2_intra: int = 2
+    k2_inter: int = 4
+    # per-camera feature standardisation of the features that are clustered
+    standardize: bool = False
+
+
+@dataclass
 class OptimConfig:
     lr: float = 3.5e-4
     weight_decay: float = 5e-4
@@ -186,6 +216,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -51,6 +51,10 @@ def label_quality(
             denominator is 0.0. Counted from a sparse contingency table, never N^2 pairs.
         multi_camera_share: fraction of predicted clusters whose samples come from >= 2
             cameras (0.0 when there is no cluster).
+        cross_camera_pairs, cross_camera_pair_precision: predicted pairs whose two
+            samples come from different cameras, and the share of them that are one
+            identity (0.0 without such pairs): a high multi-camera share is only worth
+            something when these pairs are right.
     """
     pred = np.asarray(pred_labels)
     true = np.asarray(true_pids)
@@ -87,6 +91,17 @@ def label_quality(
     precision, recall = _ratio(tp, pred_pairs), _ratio(tp, true_pairs)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
+    # Cross-camera pairs: all pairs of a cluster minus those inside one camera of it.
+    _, cell_cam = np.unique(
+        np.stack([pred[clustered], true[clustered], cam[clustered]], axis=1), axis=0,
+        return_counts=True,
+    )
+    _, cluster_cam_sizes = np.unique(
+        np.stack([pred[clustered], cam[clustered]], axis=1), axis=0, return_counts=True
+    )
+    cross_pairs = pred_pairs - _pairs(cluster_cam_sizes)
+    cross_right = tp - _pairs(cell_cam)
+
     cluster_cams = np.unique(np.stack([pred[clustered], cam[clustered]], axis=1), axis=0)
     _, cams_per_cluster = np.unique(cluster_cams[:, 0], return_counts=True)
     if clustered.any():
@@ -108,4 +123,6 @@ def label_quality(
         "pair_recall": recall,
         "pair_f1": f1,
         "multi_camera_share": _ratio(int((cams_per_cluster >= 2).sum()), len(cluster_sizes)),
+        "cross_camera_pairs": cross_pairs,
+        "cross_camera_pair_precision": _ratio(cross_right, cross_pairs),
     }

@@ -31,7 +31,7 @@ import numpy as np
 
 from unreid.errors import TrainingError
 
-__all__ = ["PKSampler", "RandomBatchSampler"]
+__all__ = ["PKSampler", "ProxySampler", "RandomBatchSampler"]
 
 # Stream tags keep the random streams of "which items" and "which images of an
 # identity" independent although both derive from the same seed.
@@ -248,3 +248,37 @@ class RandomBatchSampler(_CounterSampler):
 
     def _batch(self, step: int) -> np.ndarray:
         return self.indices[self._stream.items(step)]
+
+
+class ProxySampler(PKSampler):
+    """P camera proxies x K images per batch (CAP's proxy-balanced sampling).
+
+    A proxy is one pseudo-identity seen by one camera (:mod:`unreid.losses.camera_proxy`).
+    Drawing proxies rather than identities gives every camera view of a person the
+    same weight however many images it has, and puts several views of one identity in
+    a batch now and then, which the inter-camera loss needs.
+
+    Args:
+        proxy_index: (N,) int proxy of every dataset index, -1 = not trained (outliers).
+        num_proxies: P, proxies per batch on each rank.
+        num_instances: K, images per proxy (with replacement when a proxy has fewer).
+        seed, rank, world_size: as :class:`PKSampler`.
+
+    Same state, resume and DDP behaviour as :class:`PKSampler`; its state names its
+    kind, so a checkpoint of one sampler is refused by the other.
+    """
+
+    _kind = "proxy"
+
+    def __init__(
+        self,
+        proxy_index: np.ndarray,
+        num_proxies: int,
+        num_instances: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(proxy_index, num_proxies, num_instances, seed=seed, rank=rank,
+                         world_size=world_size)
