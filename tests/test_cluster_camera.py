@@ -196,3 +196,23 @@ def test_camera_local_clusters_need_one_camera_per_row() -> None:
     with pytest.raises(ClusteringError, match="14 features but 3 camera ids"):
         camera_local_clusters(LOCAL_FEATS, np.zeros(3, dtype=np.int64), k1=3, k2=1, eps=0.5,
                               min_samples=2)
+
+
+def test_standardize_per_camera_exact_values() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from unreid.cluster import standardize_per_camera
+
+    x = torch.tensor([[3.0, 4.0], [4.0, 3.0], [0.0, 2.0], [2.0, 0.0], [1.0, 1.0]])
+    cams = np.array([0, 0, 1, 1, 2])
+    out = standardize_per_camera(x, cams)
+    # camera 0: unit rows (0.6, 0.8), (0.8, 0.6), mean (0.7, 0.7), centred (-+0.1, +-0.1),
+    # spread sqrt(0.02); camera 1: (0, 1), (1, 0), centred (-+0.5, +-0.5), spread sqrt(0.5)
+    h = 0.5**0.5
+    want = torch.tensor([[-h, h], [h, -h], [-h, h], [h, -h]])
+    torch.testing.assert_close(out[:4], want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[4], F.normalize(x[4], dim=0))  # a one-image camera
+    # per dimension: each coordinate divided by its own spread (0.1 and 0.5 here)
+    per_dim = standardize_per_camera(x, cams, per_dimension=True)
+    torch.testing.assert_close(per_dim[:4], want / h, atol=1e-4, rtol=0)

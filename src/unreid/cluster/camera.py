@@ -176,28 +176,39 @@ def camera_local_clusters(
 
 
 def standardize_per_camera(
-    features: torch.Tensor, camids: np.ndarray, *, eps: float = 1e-6
+    features: torch.Tensor,
+    camids: np.ndarray,
+    *,
+    per_dimension: bool = False,
+    eps: float = 1e-6,
 ) -> torch.Tensor:
     """Per camera: subtract the camera's mean feature and divide by its spread.
 
     A camera's background and light shift all its features the same way; removing
-    each camera's mean (and scaling every dimension by its standard deviation over
-    that camera's samples) takes that shift out before features of different cameras
-    are compared. The result is not L2-normalised: the cosine-based consumers
+    each camera's mean takes that shift out before features of different cameras are
+    compared, and dividing by the spread gives every camera the same scale. The result
+    is not L2-normalised: the cosine-based consumers
     (:func:`unreid.cluster.jaccard_distance`, the evaluation) normalise themselves.
+
+    The spread is by default one number per camera, the root mean square distance of
+    its samples to its mean, so directions inside a camera are kept. With
+    ``per_dimension`` every dimension is divided by its own standard deviation in the
+    camera (a camera-specific batch norm without affine parameters); that also raises
+    low-variance noise dimensions to unit variance, which hurts when most dimensions
+    are noise (measured in tests/test_methods_cap.py).
 
     Args:
         features: (N, D) float features, any scale (L2-normalised first, so the
             statistics do not depend on the norms).
         camids: (N,) int camera of each sample.
-        eps: added to every standard deviation (a dimension that is constant within a
-            camera becomes 0 there, not NaN).
+        per_dimension: divide per dimension instead of by one spread per camera.
+        eps: added to every spread (a camera whose samples are identical becomes zeros
+            there, not NaN).
 
     Returns:
-        (N, D) float32 tensor on the features' device: ``(f - mean_c) / (std_c + eps)``
-        per dimension, with the camera's (population) mean and standard deviation. The
-        sample of a one-image camera would become a zero row (no direction): it is
-        returned L2-normalised and otherwise unchanged.
+        (N, D) float32 tensor on the features' device, ``(f - mean_c) / (spread_c +
+        eps)`` with population statistics of camera c. The sample of a one-image camera
+        would become a zero row (no direction): it is returned L2-normalised instead.
     """
     cam = torch.as_tensor(np.asarray(camids, dtype=np.int64).reshape(-1), device=features.device)
     if cam.numel() != features.shape[0]:
@@ -211,6 +222,8 @@ def standardize_per_camera(
     mean = mean.index_add(0, slot, x) / counts
     centred = x - mean[slot]
     var = torch.zeros_like(mean).index_add(0, slot, centred * centred) / counts
+    if not per_dimension:
+        var = var.sum(dim=1, keepdim=True)
     out = centred / (var.sqrt() + eps)[slot]
     single = (counts[:, 0] < 2)[slot]
     out[single] = x[single]

@@ -280,5 +280,13 @@ class ProxySampler(PKSampler):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        super().__init__(proxy_index, num_proxies, num_instances, seed=seed, rank=rank,
+        index = np.asarray(proxy_index).astype(np.int64, copy=False).reshape(-1)
+        have = len(np.unique(index[index >= 0]))
+        if have < num_proxies * world_size:
+            raise TrainingError(
+                f"only {have} camera proxies, but optim.num_identities={num_proxies} x "
+                f"{world_size} process(es) proxies are needed per step: lower "
+                "optim.num_identities, or check cluster.eps (too few clusters)"
+            )
+        super().__init__(index, num_proxies, num_instances, seed=seed, rank=rank,
                          world_size=world_size)

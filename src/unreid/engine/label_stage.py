@@ -201,4 +201,8 @@ class LabelStage:
 
             stats["label_quality"] = label_quality(labels.labels, self.data.true_pids,
                                                    self.data.camids)
+            # a method's own ground-truth diagnostics (e.g. cross-camera link precision)
+            diagnostics = getattr(self.method, "label_diagnostics", None)
+            if diagnostics is not None:
+                stats["label_quality"].update(diagnostics(self.data.true_pids))
         return stats
