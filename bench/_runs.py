@@ -309,7 +309,7 @@ def run_or_load(job: Job) -> Outcome:
     ev = final_eval(records) or {}
     quality = last_label_quality(records)
     values = {k: float(ev[k]) for k in ("mAP", "R1", "R5", "R10", "mINP") if k in ev}
-    for key in ("ari", "multi_camera_share"):
+    for key in ("ari", "multi_camera_share", "cross_camera_pair_precision"):
         if isinstance(quality.get(key), int | float):
             values[key] = float(quality[key])
     values.update(_time_and_memory(run_dir, records))

@@ -62,6 +62,13 @@ class CrossCameraLinks:
         return out
 
 
+def _long(values: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A flat int64 tensor on ``device`` from an array or a tensor (any device)."""
+    if torch.is_tensor(values):
+        return values.to(device=device, dtype=torch.int64).reshape(-1)
+    return torch.as_tensor(np.asarray(values), dtype=torch.int64, device=device).reshape(-1)
+
+
 def _nearest_per_camera(
     sims: torch.Tensor, proxy_cams: torch.Tensor, num_cams: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,9 +119,7 @@ def associate_proxies(
         (sample, other camera), none to the sample's own pseudo-identity.
     """
     dev = proxies.device
-    own = torch.as_tensor(np.asarray(sample_proxy), dtype=torch.int64, device=dev).reshape(-1)
-    labels = torch.as_tensor(np.asarray(proxy_labels), dtype=torch.int64, device=dev).reshape(-1)
-    cams = torch.as_tensor(np.asarray(proxy_cams), dtype=torch.int64, device=dev).reshape(-1)
+    own, labels, cams = (_long(a, dev) for a in (sample_proxy, proxy_labels, proxy_cams))
     if own.numel() != features.shape[0]:
         raise ValueError(f"{features.shape[0]} features but {own.numel()} sample proxies")
     if labels.numel() != proxies.shape[0] or cams.numel() != proxies.shape[0]:
