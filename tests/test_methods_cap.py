@@ -197,3 +197,24 @@ def test_cap_adapts_a_source_model_with_labels_that_span_cameras(
     assert all(r["info"]["num_proxies"] > r["num_clusters"] for r in recs[1:])
     assert result.final["mAP"] > result.initial["mAP"] + 0.1
     assert recs[-1]["label_quality"]["multi_camera_share"] >= 0.5
+
+
+def test_test_time_standardisation_takes_a_camera_offset_out_of_retrieval() -> None:
+    """Queries (identities 0-2, camera 0) against their matches in camera 1 and three
+    other people in camera 0: the camera offset ranks the same-camera strangers first
+    unless the features are standardised per camera."""
+    from types import SimpleNamespace
+
+    from unreid.eval import evaluate_split
+
+    e = torch.eye(8)
+    q_ids, g_ids = np.array([0, 1, 2]), np.array([0, 1, 2, 3, 4, 5])
+    q_cams, g_cams = np.zeros(3, dtype=np.int64), np.array([1, 1, 1, 0, 0, 0])
+    qf = e[q_ids] + 2.0 * e[6]
+    gf = e[g_ids] + 2.0 * e[6 + g_cams]
+    data = SimpleNamespace(query=SimpleNamespace(pids=q_ids, camids=q_cams),
+                           gallery=SimpleNamespace(pids=g_ids, camids=g_cams))
+    plain = evaluate_split(qf, gf, data)
+    std = evaluate_split(qf, gf, data, standardize_cameras=True)
+    assert plain.mAP == pytest.approx(1 / 4)  # the match comes after the 3 strangers
+    assert std.mAP == pytest.approx(1.0)

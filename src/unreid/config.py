@@ -170,8 +170,10 @@ class CameraConfig:
     k1_inter: int = 20
     k2_intra: int = 2
     k2_inter: int = 4
-    # per-camera feature standardisation of the features that are clustered
+    # per-camera feature standardisation: of the features that are clustered (cap), and
+    # of the query and gallery features at evaluation (any method)
     standardize: bool = False
+    standardize_test: bool = False
 
 
 @dataclass

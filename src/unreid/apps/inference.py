@@ -87,7 +87,8 @@ def evaluate_checkpoint(
     model, cfg = load_model_from_checkpoint(checkpoint, dev)
     q = _features(model, dataset.query, cfg, batch_size, dev)
     g = _features(model, dataset.gallery, cfg, batch_size, dev)
-    return evaluate_split(q, g, dataset, rerank=rerank, max_rank=int(cfg.eval.max_rank))
+    return evaluate_split(q, g, dataset, rerank=rerank, max_rank=int(cfg.eval.max_rank),
+                          standardize_cameras=bool(cfg.camera.standardize_test))
 
 
 def extract_to_npz(

@@ -343,7 +343,8 @@ class Trainer(TrainerBase):
         check_finite(torch.cat([qf, gf]), "query/gallery features", self.run_dir / CHECKPOINT)
         self.last_eval_features = (qf, gf)
         return evaluate_split(qf, gf, ds, rerank=bool(self.cfg.eval.rerank),
-                              max_rank=int(self.cfg.eval.max_rank))
+                              max_rank=int(self.cfg.eval.max_rank),
+                              standardize_cameras=bool(self.cfg.camera.standardize_test))
 
     # ------------------------------------------------------------ checkpoints
 
