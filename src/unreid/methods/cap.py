@@ -27,11 +27,13 @@ Each part is a switch, so the ablation can isolate it:
 
 Defaults are CAP's official code (temperature 0.07, momentum 0.2, 50 hard
 negatives, weight 0.5 from epoch 5, own-camera proxy among the positives, P x K
-proxy batches). Deviations: the loss of each camera is the mean over its samples
-in the batch as there, but the clustering is this project's Jaccard + DBSCAN with
-``cluster.eps`` (CAP: eps 0.5 and k1 = 30 as well, i.e. the same procedure); the
-association is per nearest proxy and camera instead of O2CAP's top-3 (see
-:mod:`unreid.cluster.association`).
+proxy batches; each loss term is the mean over a camera's samples in the batch,
+summed over cameras). CAP clusters with the same k-reciprocal Jaccard + DBSCAN
+procedure; here it runs with ``cluster.*`` like every other method. Deviations: the
+association takes each other camera's nearest proxy behind a gate instead of
+O2CAP's top-3 (see :mod:`unreid.cluster.association`), and the benches start the
+inter-camera term after epoch 1 (``camera.inter_start_epoch=1``) because their
+budget is 4 epochs, where CAP's epoch 5 would never come.
 
 Logged in ``PseudoLabels.info``: ``num_proxies``, ``proxies_per_cluster``, and with
 association ``association_links`` (links the gate makes on the epoch's features
