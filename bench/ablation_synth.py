@@ -21,13 +21,14 @@ prints a Markdown table for docs/benchmarks.md.
     python bench/ablation_synth.py --rows cluster_contrast,sfe_cr --seeds 0
 
 Budget of the defaults (tf_efficientnet_lite0 at 128x64, 4 epochs x 40 steps of 8 x 4
-images, no warm-up, seeds 0 and 1), measured (docs/benchmarks.md): the 26 runs of the
-13 rows before the camera-aware ones took 2 h 0 min of one core in total (3.3-6.3 min each with one thread beside another
-benchmark on the other core), so two invocations with disjoint ``--rows`` side by side
-fit one sitting of about an hour. Per run: start-up and the evaluations before and
-after, then per epoch the features of the 2,400 training images (twice for the runs
-that read masks) and the clustering, and 40 steps. On a busy machine runs take
-2.5-4.5x as long; the script resumes, so later sittings finish the table.
+images, no warm-up, seeds 0 and 1), measured (docs/benchmarks.md): the 26 runs of the 13
+rows before the camera-aware ones took 2 h 0 min of one core in total (3.3-6.3 min each
+with one thread beside another benchmark on the other core), so two invocations with
+disjoint ``--rows`` side by side fit one sitting of about an hour. Per run: start-up and
+the evaluations before and after, then per epoch the features of the 2,400 training
+images (twice for the runs that read masks) and the clustering, and 40 steps. On a busy
+machine runs take 2.5-4.5x as long; the script resumes, so later sittings finish the
+table.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ Modules: ``knn``, ``jaccard`` and ``ca_jaccard`` (k-reciprocal distances, plain 
 camera-aware), ``association`` (cross-camera links of samples to camera proxies), ``dbscan``,
 ``density`` (Jaccard + DBSCAN in one call, the class-count estimate), ``kmeans``,
 ``selection`` (RSL's reliable/soft labels, PUL's selection), ``camera``
-(per-camera clusters, camera-aware re-allocation, per-camera standardisation), ``labels`` (dense ids,
-counts, class centres), ``quality`` (label metrics against the truth).
+(per-camera clusters, camera-aware re-allocation, per-camera standardisation),
+``labels`` (dense ids, counts, class centres), ``quality`` (label metrics against the
+truth).
 """
 
 from .association import CrossCameraLinks, associate_proxies, link_precision

@@ -59,6 +59,8 @@ from unreid.cluster import (
     associate_proxies,
     ca_jaccard_distance,
     dbscan,
+    dense_labels,
+    jaccard_dbscan,
     link_precision,
     standardize_per_camera,
 )
@@ -66,12 +68,8 @@ from unreid.config import Config
 from unreid.errors import ConfigError
 from unreid.losses import ProxyMemory, camera_proxies
 from unreid.methods.base import Gather, LabelInputs, PseudoLabels, identity_gather
-from unreid.methods.cluster_contrast import (
-    MemoryMethod,
-    dense_labels,
-    jaccard_dbscan,
-    require_clusters,
-)
+from unreid.methods.common import camera_ids, require_clusters
+from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
 __all__ = ["CAP", "JACCARD_KINDS", "camera_aware_labels"]
@@ -150,9 +148,7 @@ class CAP(MemoryMethod):
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         c = self.cfg.cluster
-        camids = np.asarray(inputs.camids, dtype=np.int64)
-        if not inputs.has_cameras:
-            camids = np.zeros_like(camids)
+        camids = camera_ids(inputs)
         labels = camera_aware_labels(inputs.features, camids, self.cfg, inputs.epoch)
         num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=c.eps)
         info: dict[str, Any] = {}
