@@ -155,6 +155,7 @@ def test_the_choices_are_the_ones_the_owning_modules_accept() -> None:
     from unreid.data.augment import AUGMENT_PRESETS
     from unreid.data.dataset import LAYOUTS
     from unreid.masks.providers import PROVIDERS
+    from unreid.methods.cap import JACCARD_KINDS
     from unreid.methods.sfe_cr import GLOBAL_FEATURES
     from unreid.models.head import FEATURES, build_pooling
     from unreid.models.precision import PRECISIONS
@@ -166,6 +167,7 @@ def test_the_choices_are_the_ones_the_owning_modules_accept() -> None:
     assert allowed("masks.provider", [*PROVIDERS, "x"]) == set(PROVIDERS)
     assert allowed("run.precision", [*PRECISIONS, "x"]) == set(PRECISIONS)
     assert allowed("method.global_features", [*GLOBAL_FEATURES, "x"]) == set(GLOBAL_FEATURES)
+    assert allowed("cluster.jaccard", [*JACCARD_KINDS, "x"]) == set(JACCARD_KINDS)
     assert allowed("method.augment", [*AUGMENT_PRESETS, "x"]) == set(AUGMENT_PRESETS)
     assert allowed("model.feature", ["auto", *FEATURES, "x"]) == {"auto", *FEATURES}
     for name in ("avg", "gem"):

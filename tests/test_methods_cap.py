@@ -170,7 +170,7 @@ def test_association_links_and_their_precision_are_logged() -> None:
 
 @pytest.mark.parametrize("overrides,match", [
     (("camera.associate=true", "camera.proxies=false"), "needs camera.proxies"),
-    (("cluster.jaccard=fancy",), "cluster.jaccard='fancy' is unknown"),
+    (("cluster.jaccard=fancy",), "cluster.jaccard='fancy' is not allowed"),
 ])
 def test_bad_options_are_one_line_config_errors(overrides, match) -> None:
     with pytest.raises(ConfigError, match=match):
