@@ -179,17 +179,17 @@ def test_bad_options_are_one_line_config_errors(overrides, match) -> None:
 
 @pytest.mark.slow
 def test_cap_adapts_a_source_model_with_labels_that_span_cameras(
-    tiny_world: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    tiny_world: Path, source_model: Path, tmp_path: Path
 ) -> None:
     """From the same source model as the SFE-CR test, cluster-contrast stays at its start
     on the tiny world (measured over run seeds 0-3: 15.6 -> 15.7, 7.0, 15.3, 9.6 mAP),
     cap with the inter-camera loss from epoch 1 rises (15.6 -> 34.7, 23.2, 19.6, 17.8) and
     its last labels put 57-100 % of the clusters across cameras (cluster-contrast 11-38 %)."""
-    from test_methods_rsl_pul import e2e_cfg, source_checkpoint
+    from helpers import TRANSFER, tiny_cfg
 
-    source = source_checkpoint(tmp_path_factory)
-    result = train(e2e_cfg(tiny_world, tmp_path / "run", f"model.pretrained={source}",
-                           "method.name=cap", "camera.inter_start_epoch=1", "optim.epochs=6"))
+    result = train(tiny_cfg(tiny_world, tmp_path / "run", *TRANSFER,
+                            f"model.pretrained={source_model}", "method.name=cap",
+                            "camera.inter_start_epoch=1", "optim.epochs=6"))
     recs = result.records
     assert [r["epoch"] for r in recs] == list(range(7))
     assert set(recs[1]["losses"]) == {"intra"}
