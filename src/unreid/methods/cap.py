@@ -52,7 +52,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from unreid.cluster import (
     CrossCameraLinks,
@@ -71,6 +70,7 @@ from unreid.methods.base import Gather, LabelInputs, PseudoLabels, identity_gath
 from unreid.methods.common import camera_ids, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
+from unreid.models import ReIDModel
 
 __all__ = ["CAP", "JACCARD_KINDS", "camera_aware_labels"]
 
@@ -149,17 +149,18 @@ class CAP(MemoryMethod):
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         c = self.cfg.cluster
         camids = camera_ids(inputs)
-        labels = camera_aware_labels(inputs.features, camids, self.cfg, inputs.epoch)
+        features = inputs.require_features()
+        labels = camera_aware_labels(features, camids, self.cfg, inputs.epoch)
         num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=c.eps)
         info: dict[str, Any] = {}
         diagnose: dict[str, Any] = {}
         if self.proxies_on:
-            proxies = camera_proxies(inputs.features, labels, camids)
+            proxies = camera_proxies(features, labels, camids)
             info["num_proxies"] = proxies.num_proxies
             info["proxies_per_cluster"] = proxies.num_proxies / num
             if bool(self.cfg.camera.associate):
                 keep = np.flatnonzero(proxies.index >= 0)
-                links = self._associate(inputs.features[torch.from_numpy(keep)],
+                links = self._associate(features[torch.from_numpy(keep)],
                                         proxies.index[keep], proxies.features,
                                         proxies.labels, proxies.cameras)
                 info["association_links"] = len(links)
@@ -198,7 +199,7 @@ class CAP(MemoryMethod):
     # ------------------------------------------------------------ head
 
     def build_head(
-        self, model: nn.Module, labels: PseudoLabels, features: torch.Tensor | None
+        self, model: ReIDModel, labels: PseudoLabels, features: torch.Tensor | None
     ) -> None:
         if not self.proxies_on:
             super().build_head(model, labels, features)

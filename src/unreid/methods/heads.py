@@ -65,7 +65,7 @@ class MemoryMethod(Method):
 
     def loss(
         self, out: Any, index: torch.Tensor, gather: Gather = identity_gather
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         """InfoNCE of the batch's features against the class centroids (every sample of a
         batch is labelled: the P x K sampler never draws an outlier)."""
         assert self.head is not None and self._targets is not None, "build_head first"
