@@ -81,8 +81,26 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 def cmd_eval_features(args: argparse.Namespace) -> None:
     from unreid.eval import evaluate_npz
 
-    result = evaluate_npz(args.file, all_gallery=args.all_gallery, rerank=args.rerank)
+    protocol = "all-gallery" if args.all_gallery else args.protocol
+    result = evaluate_npz(args.file, protocol=protocol, rerank=args.rerank)
+    _print_result(result)
+
+
+def _print_result(result) -> None:
+    if result.note:
+        print(result.note)
     print(result.format_table())
+
+
+def _add_protocol_arg(p: argparse.ArgumentParser) -> None:
+    from unreid.eval.protocol import PROTOCOLS
+
+    p.add_argument(
+        "--protocol", default="auto", choices=PROTOCOLS,
+        help="market: same-camera matches of the query's identity are ignored; all-gallery: "
+        "they count, only the query image itself is ignored (one camera); auto: all-gallery "
+        "when query and gallery hold one camera, else market",
+    )
 
 
 # ---------------------------------------------------------------- training
@@ -121,9 +139,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     _check_batch_size(args)
     result = evaluate_checkpoint(
-        args.checkpoint, _load(args), rerank=args.rerank, batch_size=args.batch_size
+        args.checkpoint, _load(args), rerank=args.rerank, batch_size=args.batch_size,
+        protocol=args.protocol,
     )
-    print(result.format_table())
+    _print_result(result)
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -245,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("eval-features", cmd_eval_features,
             "evaluate saved features (feats, pids, camids, split)")
     p.add_argument("file", help=".npz written by `unreid extract`")
-    p.add_argument("--all-gallery", action="store_true", help="keep same-camera matches")
+    _add_protocol_arg(p)
+    p.add_argument("--all-gallery", action="store_true", help="same as --protocol all-gallery")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
 
     p = add("train", cmd_train, "train a model with an unsupervised (or supervised) method")
@@ -260,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     _add_data_args(p)
     p.add_argument("--rerank", action="store_true")
+    _add_protocol_arg(p)
     p.add_argument("--batch-size", type=int, default=128)
 
     p = add("extract", cmd_extract, "extract features of every split to an .npz")

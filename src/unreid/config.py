@@ -19,6 +19,10 @@ one line instead of after data loading. Recipes shipped inside the package
 (the demo's) live in ``unreid/recipes/`` and load through the same loader
 (:func:`recipe_path`).
 
+``cluster.auto`` is on for a config that sets none of the Jaccard + DBSCAN knobs
+(:data:`AUTO_KNOBS`) nor ``cluster.auto`` itself: the data then chooses them each
+epoch. Setting any of them (the papers' configs do) keeps the values as given.
+
 Each section belongs to one pipeline stage; the stage's pure functions take
 plain arguments, and only ``methods/``, ``engine/``, ``apps/`` and
 ``data/roots.py`` read these sections.
@@ -62,6 +66,8 @@ __all__ = [
 ]
 
 BASE_KEY = "_base_"  # in a YAML file: the file(s) it inherits from
+# the cluster knobs cluster.auto chooses; a config setting any of them keeps auto off
+AUTO_KNOBS = ("k1", "k2", "eps", "min_samples")
 RECIPES = Path(__file__).with_name("recipes")  # package data: recipes such as the demo's
 
 
@@ -99,6 +105,12 @@ class ModelConfig:
 class ClusterConfig:
     """Pseudo-label knobs for every method (each reads the ones it uses)."""
 
+    # Jaccard + DBSCAN knobs (k1, k2, eps, min_samples) chosen from each epoch's features
+    # (unreid.cluster.auto_cluster_params) instead of the values below. load_config turns it
+    # on for a config that sets none of those four knobs (nor auto itself); the papers'
+    # configs (configs/base/) set their values and auto: false. Off for a Config() built
+    # in Python, which keeps the papers' defaults below.
+    auto: bool = False
     # cluster-contrast / SFE-CR: k-reciprocal Jaccard + DBSCAN
     k1: int = 30
     k2: int = 6
@@ -193,6 +205,9 @@ class OptimConfig:
 @dataclass
 class EvalConfig:
     eval_every: int = 10
+    # auto | market | all-gallery (same-camera matches count; the query image itself does
+    # not): auto picks all-gallery, with a note, when query and gallery hold one camera
+    protocol: str = "auto"
     rerank: bool = False
     batch_size: int = 128
     max_rank: int = 50
@@ -245,15 +260,20 @@ def load_config(
     error, a ``_base_`` cycle, a malformed override or an out-of-range value.
     """
     merged = OmegaConf.structured(Config)
+    hand_set: set[str] = set()  # cluster keys some file or override sets
     for path in files:
-        merged = _merge_file(merged, Path(path), ())
+        merged = _merge_file(merged, Path(path), (), hand_set)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. cluster.eps=0.6")
     try:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        dotlist = OmegaConf.from_dotlist(list(overrides))
+        merged = OmegaConf.merge(merged, dotlist)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"--set: {first_line(exc)}") from None
+    hand_set |= _cluster_keys(dotlist)
+    if "auto" not in hand_set and not hand_set & set(AUTO_KNOBS):
+        merged.cluster.auto = True  # nothing hand-set: let the data choose
     validate_config(merged, allow_missing=True)  # type: ignore[arg-type]
     return merged  # type: ignore[return-value]
 
@@ -267,10 +287,18 @@ def recipe_path(name: str) -> Path:
     return path
 
 
-def _merge_file(merged: DictConfig, path: Path, chain: tuple[Path, ...]) -> DictConfig:
+def _cluster_keys(node: Any) -> set[str]:
+    """The keys a (file's or override's) mapping sets in its ``cluster`` section."""
+    section = node.get("cluster") if isinstance(node, DictConfig) else None
+    return {str(k) for k in section} if isinstance(section, DictConfig) else set()
+
+
+def _merge_file(merged: DictConfig, path: Path, chain: tuple[Path, ...],
+                hand_set: set[str] | None = None) -> DictConfig:
     """``merged`` + the ``_base_`` files of ``path`` (in order) + ``path``'s own keys.
 
-    ``chain`` holds the files whose ``_base_`` led here, to refuse a cycle.
+    ``chain`` holds the files whose ``_base_`` led here, to refuse a cycle; the ``cluster``
+    keys each file sets are added to ``hand_set``.
     """
     if not path.is_file():
         named = f" (named in {chain[-1]}'s {BASE_KEY})" if chain else ""
@@ -290,7 +318,9 @@ def _merge_file(merged: DictConfig, path: Path, chain: tuple[Path, ...]) -> Dict
             f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}"
         )
     for base in bases:
-        merged = _merge_file(merged, path.parent / base, (*chain, path))
+        merged = _merge_file(merged, path.parent / base, (*chain, path), hand_set)
+    if hand_set is not None:
+        hand_set |= _cluster_keys(own)
     try:
         return OmegaConf.merge(merged, own)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
@@ -436,6 +466,7 @@ RULES: dict[str, Rule] = {
     "optim.num_instances": _POSITIVE_INT,
     "optim.num_identities": _POSITIVE_INT,
     "eval.batch_size": _POSITIVE_INT,
+    "eval.protocol": _one_of("auto", "market", "all-gallery"),
     "eval.max_rank": _POSITIVE_INT,
     "run.device": _matches(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"),
     "run.precision": _one_of("auto", "fp32", "bf16", "fp16"),

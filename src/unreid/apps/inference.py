@@ -78,17 +78,21 @@ def evaluate_checkpoint(
     rerank: bool = False,
     batch_size: int = 128,
     device: str | None = None,
+    protocol: str = "auto",
 ) -> Any:
-    """Evaluate a checkpoint on ``dataset``'s query/gallery at the run's input size.
+    """Evaluate a checkpoint on ``dataset``'s query/gallery at the run's input size, under
+    ``protocol`` (``auto``, ``market`` or ``all-gallery``; :mod:`unreid.eval.protocol`).
 
-    Returns an :class:`unreid.eval.EvalResult`.
+    Returns an :class:`unreid.eval.EvalResult` (its ``note`` says when ``auto`` chose
+    all-gallery).
     """
     dev = resolve_device(device, setting="--device")
     model, cfg = load_model_from_checkpoint(checkpoint, dev)
     q = _features(model, dataset.query, cfg, batch_size, dev)
     g = _features(model, dataset.gallery, cfg, batch_size, dev)
     return evaluate_split(q, g, dataset, rerank=rerank, max_rank=int(cfg.eval.max_rank),
-                          standardize_cameras=bool(cfg.camera.standardize_test))
+                          standardize_cameras=bool(cfg.camera.standardize_test),
+                          protocol=protocol)
 
 
 def extract_to_npz(

@@ -17,14 +17,17 @@ camera-aware), ``association`` (cross-camera links of samples to camera proxies)
 ``selection`` (RSL's reliable/soft labels, PUL's selection), ``camera``
 (per-camera clusters, camera-aware re-allocation, per-camera standardisation),
 ``labels`` (dense ids, counts, class centres), ``quality`` (label metrics against the
-truth).
+truth), ``auto`` (Jaccard + DBSCAN knobs chosen from the features), ``health``
+(label-free checks of an epoch's labels and the warnings they raise).
 """
 
 from .association import CrossCameraLinks, associate_proxies, link_precision
+from .auto import AutoChoice, auto_cluster_params
 from .ca_jaccard import ca_jaccard_distance
 from .camera import camera_local_clusters, reallocate_camera_clusters, standardize_per_camera
 from .dbscan import dbscan
 from .density import estimate_num_classes, jaccard_dbscan, shrink_k
+from .health import health_warnings, label_health
 from .jaccard import jaccard_distance, rerank
 from .kmeans import kmeans
 from .knn import knn
@@ -33,9 +36,13 @@ from .quality import label_quality
 from .selection import pul_select, reliable_soft_labels
 
 __all__ = [
+    "AutoChoice",
     "CrossCameraLinks",
     "associate_proxies",
+    "auto_cluster_params",
     "ca_jaccard_distance",
+    "health_warnings",
+    "label_health",
     "camera_local_clusters",
     "class_centres",
     "dbscan",

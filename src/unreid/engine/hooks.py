@@ -10,12 +10,13 @@ The trainer calls, for every hook in registration order::
     after_train()
 
 The default order matters and is fixed by :func:`default_hooks`: the LR
-scheduler steps, the evaluator adds ``eval`` to the epoch's record, the
-checkpointer saves (records included), the metrics writer appends the line,
-the report hook keeps what the report shows and writes it at the end. Hooks
-reach the run through ``self.trainer`` (set by the trainer when it registers
-them); a hook with state of its own returns it from ``state_dict`` and it is
-saved in every checkpoint (keyed by the hook's class name).
+scheduler steps, the evaluator adds ``eval`` to the epoch's record, the label
+health check adds ``health`` (and ``warnings``), the checkpointer saves (records
+included), the metrics writer appends the line, the report hook keeps what the
+report shows and writes it at the end. Hooks reach the run through
+``self.trainer`` (set by the trainer when it registers them); a hook with state
+of its own returns it from ``state_dict`` and it is saved in every checkpoint
+(keyed by the hook's class name).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointHook",
     "EvalHook",
+    "HealthHook",
     "HookBase",
     "LRSchedulerHook",
     "MetricsHook",
@@ -101,6 +103,73 @@ class EvalHook(HookBase):
         t.record["seconds"]["eval"] = time.perf_counter() - start
         if result is not None:
             t.record["eval"] = result.as_dict()
+
+
+class HealthHook(HookBase):
+    """Label health every epoch (:func:`unreid.cluster.label_health`): the epoch's record
+    gets ``health`` and, for each number out of its sane range, a line in ``warnings``
+    (also logged). The previous epoch's labels (for the agreement score) are state, so a
+    resumed run scores as the uninterrupted one. At the end one line says so when the run
+    ends below its initial evaluation or with degenerate labels."""
+
+    def __init__(self) -> None:
+        self.previous: np.ndarray | None = None
+
+    def after_epoch(self) -> None:
+        from unreid.cluster import health_warnings, label_health
+
+        t = self.trainer
+        labels = t.labels
+        if labels is None or not t.info.is_main:
+            return
+        health = label_health(labels.labels, t.data.camids, self.previous,
+                              has_cameras=bool(t.data.dataset.has_cameras))
+        t.record["health"] = health
+        lines = health_warnings(health)
+        if lines:
+            t.record["warnings"] = lines
+        auto = (labels.info or {}).get("auto")
+        if isinstance(auto, dict):
+            t.log(f"cluster.auto: k1 {auto['k1']} k2 {auto['k2']} eps {auto['eps']:g} "
+                  f"min_samples {auto['min_samples']}: {auto['reason']}")
+        for line in lines:
+            t.log(f"warning: epoch {t.epoch + 1}: {line}")
+        self.previous = labels.labels.copy()
+
+    def after_train(self) -> None:
+        t = self.trainer
+        if t.info.is_main:
+            line = run_verdict(t.records)
+            if line:
+                t.log(line)
+
+    def state_dict(self) -> dict[str, Any]:
+        prev = self.previous
+        return {"previous": None if prev is None else torch.from_numpy(prev.copy())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        prev = state.get("previous")
+        self.previous = None if prev is None else prev.numpy()
+
+
+def run_verdict(records: list[dict[str, Any]]) -> str | None:
+    """One line when a run ended worse than it started (final mAP below the initial one)
+    or with degenerate labels (its last epoch's outliers or largest cluster out of range),
+    else None."""
+    evals = [r["eval"] for r in records if isinstance(r.get("eval"), dict) and "mAP" in r["eval"]]
+    if len(evals) >= 2 and evals[-1]["mAP"] < evals[0]["mAP"]:
+        return (f"warning: the run ends worse than it started (mAP {100 * evals[0]['mAP']:.1f} "
+                f"-> {100 * evals[-1]['mAP']:.1f}); see the label health warnings above")
+    from unreid.cluster.health import LIMITS, health_warnings
+
+    last = next((r for r in reversed(records) if isinstance(r.get("health"), dict)), None)
+    if last is None:
+        return None
+    h = last["health"]
+    if (h["outlier_share"] > LIMITS.max_outlier_share
+            or h["largest_cluster_share"] > LIMITS.max_largest_share):
+        return f"warning: the final labels are degenerate: {health_warnings(h)[0]}"
+    return None
 
 
 class CheckpointHook(HookBase):
@@ -240,6 +309,7 @@ def default_hooks(cfg: Any) -> list[HookBase]:
     hooks: list[HookBase] = [
         LRSchedulerHook(),
         EvalHook(),
+        HealthHook(),
         CheckpointHook(cfg.run.checkpoint_steps, cfg.run.checkpoint_minutes),
         MetricsHook(),
     ]

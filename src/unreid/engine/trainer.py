@@ -186,6 +186,7 @@ class Trainer(TrainerBase):
         self.last_eval_features: tuple[torch.Tensor, torch.Tensor] | None = None
         self._eval_images: tuple[np.ndarray, np.ndarray] | None = None
         self._told_no_eval = False
+        self._told_protocol = False
         self.register_hooks([*default_hooks(cfg), *hooks])
 
     # ------------------------------------------------------------ builders
@@ -342,9 +343,14 @@ class Trainer(TrainerBase):
             return None
         check_finite(torch.cat([qf, gf]), "query/gallery features", self.run_dir / CHECKPOINT)
         self.last_eval_features = (qf, gf)
-        return evaluate_split(qf, gf, ds, rerank=bool(self.cfg.eval.rerank),
-                              max_rank=int(self.cfg.eval.max_rank),
-                              standardize_cameras=bool(self.cfg.camera.standardize_test))
+        result = evaluate_split(qf, gf, ds, rerank=bool(self.cfg.eval.rerank),
+                                max_rank=int(self.cfg.eval.max_rank),
+                                standardize_cameras=bool(self.cfg.camera.standardize_test),
+                                protocol=str(self.cfg.eval.protocol))
+        if result.note and not self._told_protocol:
+            self.log(result.note)
+            self._told_protocol = True
+        return result
 
     # ------------------------------------------------------------ checkpoints
 

@@ -1,4 +1,5 @@
-"""Evaluation: Market-1501-protocol mAP / CMC / mINP, exact and memory-bounded."""
+"""Evaluation: mAP / CMC / mINP under the Market-1501 or all-gallery protocol, exact and
+memory-bounded."""
 
 from unreid.eval.metrics import (
     EvalResult,
@@ -6,7 +7,9 @@ from unreid.eval.metrics import (
     evaluate,
     evaluate_features,
     evaluate_npz,
+    evaluate_protocol,
 )
+from unreid.eval.protocol import PROTOCOLS, Protocol, resolve_protocol, self_matches
 from unreid.eval.split import evaluate_split
 
 __all__ = [
@@ -15,5 +18,10 @@ __all__ = [
     "evaluate",
     "evaluate_features",
     "evaluate_npz",
+    "evaluate_protocol",
+    "PROTOCOLS",
+    "Protocol",
+    "resolve_protocol",
+    "self_matches",
     "evaluate_split",
 ]

@@ -5,6 +5,8 @@ Protocol (Zheng et al., ICCV 2015; as in torchreid's ``eval_market1501``), per q
 - gallery images with ``pid == -1`` are junk and are ignored;
 - gallery images with the query's pid AND the query's camera are ignored (they are
   too easy); ``all_gallery=True`` keeps them (all-gallery protocol, e.g. one camera);
+- ``exclude`` (query, gallery) pairs are ignored too: the all-gallery protocol passes the
+  query image itself when the gallery holds it (:mod:`unreid.eval.protocol`);
 - every other gallery image is ranked; those with the query's pid are the positives,
   everything else (pid-0 distractors included) is a negative;
 - a query without any positive is skipped and counted in ``num_skipped``.
@@ -70,6 +72,7 @@ __all__ = [
     "evaluate",
     "evaluate_features",
     "evaluate_npz",
+    "evaluate_protocol",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -94,6 +97,8 @@ class EvalResult:
             first positive is within the top k + 1.
         num_valid_queries: queries with at least one positive in the gallery.
         num_skipped: queries without any (ignored by every metric).
+        protocol: ``market`` or ``all-gallery`` (:mod:`unreid.eval.protocol`).
+        note: a line to show with the result (why the protocol was chosen), or None.
     """
 
     mAP: float
@@ -101,6 +106,8 @@ class EvalResult:
     cmc: np.ndarray
     num_valid_queries: int
     num_skipped: int
+    protocol: str = "market"
+    note: str | None = None
 
     def rank(self, k: int) -> float:
         """Rank-k accuracy (fraction), k >= 1 and <= len(cmc)."""
@@ -109,11 +116,14 @@ class EvalResult:
         return float(self.cmc[k - 1])
 
     def as_dict(self) -> dict[str, float | int]:
-        """Keys mAP, mINP, R1, R5, R10, R20 (fractions) and num_valid."""
+        """Keys mAP, mINP, R1, R5, R10, R20 (fractions) and num_valid; ``protocol`` too
+        when it is not the Market-1501 one."""
         out: dict[str, float | int] = {"mAP": float(self.mAP), "mINP": float(self.mINP)}
         for k in (1, 5, 10, 20):
             out[f"R{k}"] = self.rank(k)
         out["num_valid"] = int(self.num_valid_queries)
+        if self.protocol != "market":
+            out["protocol"] = self.protocol  # type: ignore[assignment]
         return out
 
     def format_table(self) -> str:
@@ -126,6 +136,8 @@ class EvalResult:
             f"queries: {self.num_valid_queries} evaluated, {self.num_skipped} skipped "
             "(no valid match)"
         )
+        if self.protocol != "market":
+            lines.append(f"protocol: {self.protocol}")
         return "\n".join(lines)
 
 
@@ -162,8 +174,10 @@ def _match_pairs(
     q_camids: torch.Tensor,
     g_camids: torch.Tensor,
     all_gallery: bool,
+    exclude: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> _Pairs:
-    """Same-identity (query, gallery) pairs, via gallery indices grouped by pid (CSR)."""
+    """Same-identity (query, gallery) pairs, via gallery indices grouped by pid (CSR);
+    ``exclude`` (query, gallery) pairs are never positives and are ignored in ranking."""
     junk = g_pids == -1
     keep = torch.nonzero(~junk).squeeze(1)
     # Gallery (non-junk) indices grouped by pid; a stable sort keeps indices ascending
@@ -188,11 +202,21 @@ def _match_pairs(
         same_cam = torch.zeros(len(pair_q), dtype=torch.bool)
     else:
         same_cam = g_camids[pair_g] == q_camids[pair_q]
+    rem_q, rem_g = pair_q[same_cam], pair_g[same_cam]
+    pos_q, pos_g = pair_q[~same_cam], pair_g[~same_cam]
+    if exclude is not None and len(exclude[0]):
+        # Flat keys q * G + g sort by (query, gallery): the order _evaluate_rows needs.
+        width = len(g_pids)
+        ex_key = torch.unique(exclude[0] * width + exclude[1])
+        drop = torch.isin(pos_q * width + pos_g, ex_key)
+        pos_q, pos_g = pos_q[~drop], pos_g[~drop]
+        rem_key = torch.unique(torch.cat([rem_q * width + rem_g, ex_key]))
+        rem_q, rem_g = rem_key // width, rem_key % width
     return _Pairs(
-        pos_q=pair_q[~same_cam],
-        pos_g=pair_g[~same_cam],
-        rem_q=pair_q[same_cam],
-        rem_g=pair_g[same_cam],
+        pos_q=pos_q,
+        pos_g=pos_g,
+        rem_q=rem_q,
+        rem_g=rem_g,
         junk_g=torch.nonzero(junk).squeeze(1),
     )
 
@@ -326,7 +350,7 @@ def _metrics(
         raise DataError(
             f"no query has a valid match in the gallery ({num_queries} queries skipped); "
             "if all images come from one camera use the all-gallery protocol "
-            "(all_gallery=True / --all-gallery)"
+            "(--protocol all-gallery, or eval.protocol=all-gallery in a config)"
         )
     # Sort positives by (query, rank) to number them m = 1..n inside each query.
     key = pos_q * (int(ranks.max()) + 1) + ranks
@@ -418,6 +442,21 @@ def _evaluate_rows(
     return _metrics(all_ranks, pairs.pos_q, num_q, max(max_rank, _MIN_RANK_REPORTED))
 
 
+def _exclude(
+    exclude: tuple[ArrayLike, ArrayLike] | None, num_q: int, num_g: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Validated (query, gallery) index pairs to ignore, as int64 tensors."""
+    if exclude is None:
+        return None
+    eq, eg = _as_long(exclude[0], "exclude[0]"), _as_long(exclude[1], "exclude[1]")
+    if len(eq) != len(eg):
+        raise DataError(f"exclude holds {len(eq)} query but {len(eg)} gallery indices")
+    if len(eq) and (int(eq.min()) < 0 or int(eq.max()) >= num_q or int(eg.min()) < 0
+                    or int(eg.max()) >= num_g):
+        raise DataError(f"exclude indices must lie in [0, {num_q}) x [0, {num_g})")
+    return eq, eg
+
+
 def _valid_queries(pairs: _Pairs) -> torch.Tensor:
     """Ascending indices of the queries with at least one positive."""
     return torch.unique_consecutive(pairs.pos_q)
@@ -435,6 +474,7 @@ def evaluate(
     *,
     max_rank: int = 50,
     all_gallery: bool = False,
+    exclude: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> EvalResult:
     """Market-1501 protocol metrics from a distance matrix (smaller = more similar).
 
@@ -446,6 +486,8 @@ def evaluate(
         max_rank: length of the returned CMC curve (at least 20: Rank-20 is always
             reported; ranks past the gallery size simply stay at their final value).
         all_gallery: keep same-identity same-camera gallery images (all-gallery protocol).
+        exclude: (P,), (P,) integer (query, gallery) index pairs ignored as junk for
+            that query (the query image itself, under the all-gallery protocol).
 
     Ties are broken by gallery index (stable sort); see the module docstring.
     """
@@ -460,7 +502,7 @@ def evaluate(
     )
     num_q, num_g = dist.shape
     qp, gp, qc, gc = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g)
-    pairs = _match_pairs(qp, gp, qc, gc, all_gallery)
+    pairs = _match_pairs(qp, gp, qc, gc, all_gallery, _exclude(exclude, num_q, num_g))
     valid = _valid_queries(pairs)
     chunk = max(1, _COUNT_BLOCK_ELEMS // max(num_g, 1))
 
@@ -535,6 +577,7 @@ def evaluate_features(
     chunk: int = DEFAULT_CHUNK,
     all_gallery: bool = False,
     max_rank: int = 50,
+    exclude: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> EvalResult:
     """Market-1501 metrics on cosine distance, computed ``chunk`` query rows at a time.
 
@@ -544,7 +587,7 @@ def evaluate_features(
         q_pids, g_pids, q_camids, g_camids: as in :func:`evaluate`.
         chunk: query rows per distance GEMM; peak extra memory ~ chunk x G x 4 bytes
             plus ~30 MB of counting temporaries and O(#positive pairs) index arrays.
-        all_gallery, max_rank: as in :func:`evaluate`.
+        all_gallery, max_rank, exclude: as in :func:`evaluate`.
 
     Distance = 1 - q_hat . g_hat, computed on CPU (CUDA inputs are copied); queries
     without a positive are skipped before the GEMM.
@@ -557,17 +600,24 @@ def evaluate_features(
     if q.dtype != g.dtype:
         q, g = q.to(torch.float64), g.to(torch.float64)
     qp, gp, qc, gc = _labels(q_pids, g_pids, q_camids, g_camids, len(q), len(g))
-    pairs = _match_pairs(qp, gp, qc, gc, all_gallery)
+    pairs = _match_pairs(qp, gp, qc, gc, all_gallery, _exclude(exclude, len(q), len(g)))
     valid = _valid_queries(pairs)
     rows = _distance_chunks(q, g, valid, chunk)
     return _evaluate_rows(rows, pairs, len(q), len(g), max_rank)
 
 
 def evaluate_npz(
-    path: str | Path, *, all_gallery: bool = False, rerank: bool = False, max_rank: int = 50
+    path: str | Path,
+    *,
+    protocol: str = "auto",
+    rerank: bool = False,
+    max_rank: int = 50,
 ) -> EvalResult:
     """Evaluate saved features: an .npz with feats (N, D), pids (N,), camids (N,) and
     split (N,) strings "query" / "gallery" (rows marked "train" are ignored).
+
+    ``protocol``: ``auto``, ``market`` or ``all-gallery`` (:mod:`unreid.eval.protocol`;
+    all-gallery ignores a query's own image by the file's ``paths``, when it has them).
 
     ``rerank=True`` evaluates the k-reciprocal re-ranked distance of
     :func:`unreid.cluster.rerank` instead of the cosine distance.
@@ -583,11 +633,48 @@ def evaluate_npz(
             f"({int(is_q.sum())} query, {int(is_g.sum())} gallery)"
         )
     labels = (pids[is_q], pids[is_g], camids[is_q], camids[is_g])
+    paths = None if data.paths is None else (data.paths[is_q], data.paths[is_g])
+    return evaluate_protocol(feats[is_q], feats[is_g], *labels, protocol=protocol,
+                             paths=paths, rerank=rerank, max_rank=max_rank)
+
+
+def evaluate_protocol(
+    q_feats: ArrayLike,
+    g_feats: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    *,
+    protocol: str = "auto",
+    paths: tuple[np.ndarray, np.ndarray] | None = None,
+    rerank: bool = False,
+    max_rank: int = 50,
+) -> EvalResult:
+    """Cosine (or ``rerank``: k-reciprocal re-ranked) metrics under ``protocol``.
+
+    Args:
+        q_feats, g_feats, q_pids, g_pids, q_camids, g_camids: as in :func:`evaluate_features`.
+        protocol: ``auto``, ``market`` or ``all-gallery`` (:func:`unreid.eval.protocol.
+            resolve_protocol`); the result's ``protocol`` and ``note`` say what was used.
+        paths: (Q,), (G,) image paths; under all-gallery a gallery image that is the query
+            image itself is ignored for that query. None: nothing is excluded.
+    """
+    import dataclasses
+
+    from unreid.eval.protocol import resolve_protocol, self_matches
+
+    chosen = resolve_protocol(protocol, np.asarray(q_camids), np.asarray(g_camids))
+    exclude = None
+    if chosen.all_gallery and paths is not None:
+        exclude = self_matches(paths[0], paths[1])
+    kw = {"max_rank": max_rank, "all_gallery": chosen.all_gallery, "exclude": exclude}
+    labels = (q_pids, g_pids, q_camids, g_camids)
     if rerank:
         from unreid.cluster import rerank as k_reciprocal_rerank
 
-        dist = k_reciprocal_rerank(torch.as_tensor(feats[is_q]), torch.as_tensor(feats[is_g]))
-        return evaluate(dist, *labels, max_rank=max_rank, all_gallery=all_gallery)
-    return evaluate_features(
-        feats[is_q], feats[is_g], *labels, max_rank=max_rank, all_gallery=all_gallery
-    )
+        dist = k_reciprocal_rerank(torch.as_tensor(q_feats), torch.as_tensor(g_feats))
+        result = evaluate(dist, *labels, **kw)
+    else:
+        result = evaluate_features(q_feats, g_feats, *labels, **kw)
+    return dataclasses.replace(result, protocol=chosen.name, note=chosen.note)

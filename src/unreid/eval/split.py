@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unreid.eval.metrics import EvalResult, evaluate, evaluate_features
+from unreid.eval.metrics import EvalResult, evaluate_protocol
 
 __all__ = ["evaluate_split"]
 
@@ -20,16 +20,19 @@ def evaluate_split(
     rerank: bool = False,
     max_rank: int = 50,
     standardize_cameras: bool = False,
+    protocol: str = "auto",
 ) -> EvalResult:
     """Query (Q, D) vs gallery (G, D) features of ``dataset`` (an
-    :class:`unreid.data.Dataset`), by cosine distance or k-reciprocal re-ranking.
+    :class:`unreid.data.Dataset`), by cosine distance or k-reciprocal re-ranking, under
+    ``protocol`` (``auto``, ``market`` or ``all-gallery``; :mod:`unreid.eval.protocol`).
 
     ``standardize_cameras``: first standardise the features per camera
     (:func:`unreid.cluster.standardize_per_camera`, statistics over the query and
     gallery images of each camera together).
+
+    The result's ``note`` is set when ``auto`` chose all-gallery (one camera).
     """
     q, g = dataset.query, dataset.gallery
-    labels = (q.pids, g.pids, q.camids, g.camids)
     if standardize_cameras:
         from unreid.cluster import standardize_per_camera
 
@@ -37,8 +40,6 @@ def evaluate_split(
             torch.cat([q_feats, g_feats]), np.concatenate([q.camids, g.camids])
         )
         q_feats, g_feats = both[: len(q_feats)], both[len(q_feats) :]
-    if rerank:
-        from unreid.cluster import rerank as k_reciprocal_rerank
-
-        return evaluate(k_reciprocal_rerank(q_feats, g_feats), *labels, max_rank=max_rank)
-    return evaluate_features(q_feats, g_feats, *labels, max_rank=max_rank)
+    paths = (np.asarray(q.paths, dtype=str), np.asarray(g.paths, dtype=str))
+    return evaluate_protocol(q_feats, g_feats, q.pids, g.pids, q.camids, g.camids,
+                             protocol=protocol, paths=paths, rerank=rerank, max_rank=max_rank)

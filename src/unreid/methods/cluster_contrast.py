@@ -1,7 +1,9 @@
 """Cluster-contrast (Dai et al. 2021): Jaccard + DBSCAN pseudo-labels, InfoNCE cluster memory.
 
 Each epoch: k-reciprocal Jaccard distances of the features (k1=30, k2=6),
-DBSCAN (``cluster.eps``, ``cluster.min_samples`` = 4), outliers dropped from
+DBSCAN (``cluster.eps``, ``cluster.min_samples`` = 4; with ``cluster.auto`` all four
+are chosen from the epoch's features, :func:`~unreid.methods.common.density_params`),
+outliers dropped from
 training (:func:`unreid.cluster.jaccard_dbscan`); the memory holds one
 L2-normalised centroid per cluster, re-initialised to the cluster means, and
 trains with InfoNCE at temperature 0.05 and a momentum-0.2 update per sample;
@@ -13,7 +15,7 @@ from __future__ import annotations
 # dense_labels is re-exported for supervised.py, which still imports it from here.
 from unreid.cluster import dense_labels, jaccard_dbscan  # noqa: F401
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.common import require_clusters
+from unreid.methods.common import density_params, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
@@ -26,9 +28,8 @@ class ClusterContrast(MemoryMethod):
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         c = self.cfg.cluster
-        labels = jaccard_dbscan(
-            inputs.require_features(), k1=c.k1, k2=c.k2, eps=c.eps,
-            min_samples=c.min_samples, knn=c.knn,
-        )
-        num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=c.eps)
-        return PseudoLabels(labels, num)
+        feats = inputs.require_features()
+        params, info = density_params(c, feats)
+        labels = jaccard_dbscan(feats, **params, knn=c.knn)
+        num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=params["eps"])
+        return PseudoLabels(labels, num, info=info)

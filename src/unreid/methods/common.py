@@ -8,13 +8,35 @@ itself is in :mod:`unreid.cluster`.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-from unreid.cluster import num_clusters
+import numpy as np
+import torch
+
+from unreid.cluster import auto_cluster_params, num_clusters
+from unreid.config import ClusterConfig
 from unreid.errors import TrainingError
 from unreid.methods.base import LabelInputs
 
-__all__ = ["camera_ids", "require_clusters", "round_seed"]
+__all__ = ["camera_ids", "density_params", "require_clusters", "round_seed"]
+
+
+def density_params(
+    c: ClusterConfig, features: torch.Tensor | np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Jaccard + DBSCAN knobs to cluster ``features`` (N, D) with, and what to log.
+
+    ``cluster.auto`` off: ``cluster.k1``, ``k2``, ``eps``, ``min_samples`` as configured
+    and no log entry. On: chosen from these features by
+    :func:`unreid.cluster.auto_cluster_params` (called every epoch, since the features
+    change), logged as ``{"auto": {k1, k2, eps, min_samples, ..., reason}}`` for the
+    epoch record's ``info``.
+    """
+    if not bool(c.auto):
+        return {"k1": int(c.k1), "k2": int(c.k2), "eps": float(c.eps),
+                "min_samples": int(c.min_samples)}, {}
+    choice = auto_cluster_params(features, search=str(c.knn))
+    return choice.params(), {"auto": choice.as_dict()}
 
 
 def camera_ids(inputs: LabelInputs) -> np.ndarray:

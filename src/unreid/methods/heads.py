@@ -31,6 +31,7 @@ from unreid.methods.base import (
     PseudoLabels,
     identity_gather,
 )
+from unreid.methods.common import density_params
 
 if TYPE_CHECKING:
     from unreid.models import ReIDModel
@@ -120,18 +121,17 @@ class ClassifierMethod(Method):
         """``(cluster.num_classes, False)``, or ``(estimate, True)`` when it is 0.
 
         The estimate is the number of Jaccard + DBSCAN clusters of the epoch's
-        features at ``cluster.k1``, ``k2``, ``eps``, ``min_samples``, at least 2 (a
+        features at ``cluster.k1``, ``k2``, ``eps``, ``min_samples`` (chosen from the
+        features with ``cluster.auto``), at least 2 (a
         one-class classifier learns nothing; :func:`unreid.cluster.estimate_num_classes`).
         """
         c = self.cfg.cluster
         num = int(c.num_classes)
         if num > 0:
             return num, False
-        estimate = estimate_num_classes(
-            inputs.require_features(), k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples,
-            minimum=2,
-        )
-        return estimate, True
+        feats = inputs.require_features()
+        params, _ = density_params(c, feats)
+        return estimate_num_classes(feats, minimum=2, **params), True
 
     def min_selected_count(self, num_samples: int) -> int:
         """``cluster.min_selected`` (a share) as the sample count the selection keeps at

@@ -5,7 +5,8 @@ same images with the background masked out (``x * mask``, through the same
 network; the engine extracts both because ``uses_masks`` is set):
 
 1. global clusters: Jaccard + DBSCAN (``cluster.k1``, ``k2``, ``eps``,
-   ``min_samples``) on ``method.global_features``: ``input`` (``F^x``, the
+   ``min_samples``, or chosen from the features with ``cluster.auto``) on
+   ``method.global_features``: ``input`` (``F^x``, the
    paper), ``foreground`` (``F^g``) or ``fused`` (``normalize(F^x + F^g)``);
 2. local clusters: Jaccard + DBSCAN *inside each camera*
    (:func:`unreid.cluster.camera_local_clusters`, ``cluster.local_eps``,
@@ -49,7 +50,6 @@ cluster to another), ``joined`` (global outliers that joined a cluster) and
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +64,7 @@ from unreid.cluster import (
 from unreid.config import Config
 from unreid.errors import ConfigError, TrainingError
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.common import camera_ids, require_clusters
+from unreid.methods.common import camera_ids, density_params, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
@@ -123,13 +123,12 @@ class SFECR(MemoryMethod):
         feats = global_feature_set(
             self.global_features, inputs.require_features(), inputs.fg_features
         )
-        global_labels = jaccard_dbscan(
-            feats, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples, knn=c.knn
-        )
-        info: dict[str, Any] = {
+        params, info = density_params(c, feats)
+        global_labels = jaccard_dbscan(feats, **params, knn=c.knn)
+        info.update({
             "global_clusters": num_clusters(global_labels),
             "global_outliers": int((global_labels < 0).sum()),
-        }
+        })
         labels = global_labels
         if bool(m.cr):
             camids = camera_ids(inputs)
@@ -142,7 +141,7 @@ class SFECR(MemoryMethod):
                     )
                 local_feats = inputs.fg_features
             local, local_info = camera_local_clusters(
-                local_feats, camids, k1=c.k1, k2=c.k2, eps=c.local_eps,
+                local_feats, camids, k1=params["k1"], k2=params["k2"], eps=c.local_eps,
                 min_samples=c.local_min_samples,
             )
             info.update(local_info)
@@ -158,5 +157,5 @@ class SFECR(MemoryMethod):
             info["moved"] = int(((global_labels >= 0) & (labels != global_labels)).sum())
             info["joined"] = int(((global_labels < 0) & (labels >= 0)).sum())
         labels, num = dense_labels(labels)
-        require_clusters(labels, inputs.epoch, knob="cluster.eps", value=c.eps)
+        require_clusters(labels, inputs.epoch, knob="cluster.eps", value=params["eps"])
         return PseudoLabels(labels, num, info=info)
