@@ -93,3 +93,20 @@ def test_each_warning_fires_just_past_its_limit(change: dict, start: str) -> Non
 def test_camera_warning_needs_two_cameras_and_ten_clusters() -> None:
     assert health_warnings(healthy(multi_camera_share=0.0, clusters_per_camera=[20])) == []
     assert health_warnings(healthy(multi_camera_share=0.0, num_clusters=9)) == []
+
+
+def test_run_verdict_says_when_a_run_ends_worse_or_degenerate() -> None:
+    from unreid.cluster.health import run_verdict
+
+    fine = {"outlier_share": 0.1, "largest_cluster_share": 0.05}
+    better = [{"epoch": 0, "eval": {"mAP": 0.031}}, {"epoch": 1, "health": fine},
+              {"epoch": 2, "health": fine, "eval": {"mAP": 0.2}}]
+    assert run_verdict(better) is None
+    worse = [better[0], {"epoch": 1, "health": fine, "eval": {"mAP": 0.009}}]
+    assert run_verdict(worse) == ("warning: the run ends worse than it started (mAP 3.1 -> "
+                                  "0.9); see the label health warnings above")
+    degenerate = [{"epoch": 1, "health": {**healthy(), "outlier_share": 0.89}}]
+    assert run_verdict(degenerate) == (
+        "warning: the final labels are degenerate: 89 % of samples are outliers: lower "
+        "cluster.min_samples or raise cluster.eps, or use cluster.auto")
+    assert run_verdict([]) is None

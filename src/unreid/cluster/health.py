@@ -6,7 +6,8 @@ the largest cluster, singleton clusters, clusters per camera, the share of clust
 that span cameras, and how much the labels agree with the previous epoch's (a
 label-free progress signal: labels that keep changing mean the features do too).
 :func:`health_warnings` turns the values outside a sane range (:data:`LIMITS`) into
-one line each, naming the symptom and the knob that moves it.
+one line each, naming the symptom and the knob that moves it; :func:`run_verdict`
+the one line a run ends with when it got worse or its labels degenerated.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from sklearn.metrics import adjusted_rand_score
 
 from unreid.errors import ClusteringError
 
-__all__ = ["LIMITS", "HealthLimits", "health_warnings", "label_health", "outliers_as_singletons"]
+__all__ = [
+    "LIMITS",
+    "HealthLimits",
+    "health_warnings",
+    "label_health",
+    "outliers_as_singletons",
+    "run_verdict",
+]
 
 
 def outliers_as_singletons(labels: np.ndarray) -> np.ndarray:
@@ -165,3 +173,25 @@ def health_warnings(health: dict, limits: HealthLimits = LIMITS) -> list[str]:
             "training is not settling; lower optim.lr"
         )
     return lines
+
+
+def run_verdict(records: list[dict]) -> str | None:
+    """One line when a run ended worse than it started (final mAP below the initial one)
+    or with degenerate labels (its last epoch's outliers or largest cluster out of range),
+    else None.
+
+    ``records`` are a run's epoch records (``metrics.jsonl``): ``eval`` dicts with
+    ``mAP``, ``health`` dicts from :func:`label_health`.
+    """
+    evals = [r["eval"] for r in records if isinstance(r.get("eval"), dict) and "mAP" in r["eval"]]
+    if len(evals) >= 2 and evals[-1]["mAP"] < evals[0]["mAP"]:
+        return (f"warning: the run ends worse than it started (mAP {100 * evals[0]['mAP']:.1f} "
+                f"-> {100 * evals[-1]['mAP']:.1f}); see the label health warnings above")
+    last = next((r for r in reversed(records) if isinstance(r.get("health"), dict)), None)
+    if last is None:
+        return None
+    h = last["health"]
+    if (h["outlier_share"] > LIMITS.max_outlier_share
+            or h["largest_cluster_share"] > LIMITS.max_largest_share):
+        return f"warning: the final labels are degenerate: {health_warnings(h)[0]}"
+    return None

@@ -139,6 +139,8 @@ class HealthHook(HookBase):
     def after_train(self) -> None:
         t = self.trainer
         if t.info.is_main:
+            from unreid.cluster.health import run_verdict
+
             line = run_verdict(t.records)
             if line:
                 t.log(line)
@@ -150,26 +152,6 @@ class HealthHook(HookBase):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         prev = state.get("previous")
         self.previous = None if prev is None else prev.numpy()
-
-
-def run_verdict(records: list[dict[str, Any]]) -> str | None:
-    """One line when a run ended worse than it started (final mAP below the initial one)
-    or with degenerate labels (its last epoch's outliers or largest cluster out of range),
-    else None."""
-    evals = [r["eval"] for r in records if isinstance(r.get("eval"), dict) and "mAP" in r["eval"]]
-    if len(evals) >= 2 and evals[-1]["mAP"] < evals[0]["mAP"]:
-        return (f"warning: the run ends worse than it started (mAP {100 * evals[0]['mAP']:.1f} "
-                f"-> {100 * evals[-1]['mAP']:.1f}); see the label health warnings above")
-    from unreid.cluster.health import LIMITS, health_warnings
-
-    last = next((r for r in reversed(records) if isinstance(r.get("health"), dict)), None)
-    if last is None:
-        return None
-    h = last["health"]
-    if (h["outlier_share"] > LIMITS.max_outlier_share
-            or h["largest_cluster_share"] > LIMITS.max_largest_share):
-        return f"warning: the final labels are degenerate: {health_warnings(h)[0]}"
-    return None
 
 
 class CheckpointHook(HookBase):

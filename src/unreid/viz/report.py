@@ -207,6 +207,35 @@ def _summary_table(records: list[dict[str, Any]]) -> Markup:
     return tag("table", tag("tr", tag("th"), *(tag("th", k) for k in keys)), *rows)
 
 
+def _health_section(records: list[dict[str, Any]]) -> Markup:
+    """Label health per epoch (clusters, outliers, largest cluster, cross-camera clusters,
+    agreement with the previous epoch), the run's verdict and a non-Market protocol; the
+    warning lines are in the Warnings section."""
+    from unreid.cluster.health import run_verdict
+
+    keys = [("outlier_share", "outliers %", 100.0),
+            ("largest_cluster_share", "largest cluster %", 100.0),
+            ("multi_camera_share", "multi-camera clusters %", 100.0),
+            ("agreement", "agreement with previous epoch (ARI)", 1.0)]
+    rows = [tag("tr", tag("td", r.get("epoch", "?")), tag("td", r["health"].get("num_clusters")),
+                *(tag("td", _number(r["health"].get(k), scale)) for k, _, scale in keys))
+            for r in records if isinstance(r.get("health"), dict)]
+    parts = [tag("h2", "Label health")]
+    protocols = {str(r["eval"].get("protocol", "market")) for r in records
+                 if isinstance(r.get("eval"), dict)}
+    if protocols - {"market"}:
+        parts.append(tag("p", f"Evaluation protocol: {', '.join(sorted(protocols))} "
+                              "(same-camera matches count; the query image itself does not)."))
+    verdict = run_verdict(records)
+    if verdict:
+        parts.append(tag("p", tag("b", verdict)))
+    head = tag("tr", tag("th", "epoch"), tag("th", "clusters"),
+               *(tag("th", h) for _, h, _ in keys))
+    none = tag("p", "No label health was logged.", class_="note")
+    parts.append(tag("table", head, *rows) if rows else none)
+    return join(parts, "\n")
+
+
 def _timing_table(records: list[dict[str, Any]]) -> Markup:
     totals: dict[str, float] = {}
     for r in records:
@@ -297,6 +326,7 @@ def write_report(run_dir: str | Path, *, with_masks: bool = False) -> Path:
         _config_summary(config_text),
         tag("h2", "Retrieval before and after training"),
         _summary_table(records),
+        _health_section(records),
         section(
             "Training curves",
             lambda: plot_training_curves(records, out / "curves.png") if records else None,
