@@ -78,6 +78,13 @@ def test_the_outlier_warning_names_the_knobs() -> None:
     ]
 
 
+def test_under_cluster_auto_the_knob_hint_says_to_set_them_by_hand() -> None:
+    lines = health_warnings(healthy(outlier_share=0.6), auto=True)
+    assert lines == ["60 % of samples are outliers: lower cluster.min_samples or raise "
+                     "cluster.eps; cluster.auto chose them: set cluster.auto=false to set "
+                     "them by hand"]
+
+
 @pytest.mark.parametrize(("change", "start"), [
     ({"largest_cluster_share": 0.21}, "the largest cluster holds 21 % of the samples"),
     ({"singletons": 11}, "55 % of the clusters hold one sample: raise cluster.min_samples"),

@@ -131,25 +131,29 @@ class HealthLimits:
 LIMITS = HealthLimits()
 
 
-def health_warnings(health: dict, limits: HealthLimits = LIMITS) -> list[str]:
+def health_warnings(health: dict, limits: HealthLimits = LIMITS, *,
+                    auto: bool = False) -> list[str]:
     """One line per health number outside its sane range (see :class:`HealthLimits`),
     naming the symptom and the knob that moves it; ``[]`` when all are in range.
 
-    ``health`` is a dict from :func:`label_health`.
+    ``health`` is a dict from :func:`label_health`; ``auto`` says the knobs were chosen
+    by ``cluster.auto`` (the lines then say to set them by hand instead of suggesting it).
     """
+    alt = ("; cluster.auto chose them: set cluster.auto=false to set them by hand" if auto
+           else ", or use cluster.auto")
     lines = []
     n_clusters = int(health["num_clusters"])
     outliers = float(health["outlier_share"])
     if outliers > limits.max_outlier_share:
         lines.append(
             f"{100 * outliers:.0f} % of samples are outliers: lower cluster.min_samples or "
-            "raise cluster.eps, or use cluster.auto"
+            f"raise cluster.eps{alt}"
         )
     largest = float(health["largest_cluster_share"])
     if largest > limits.max_largest_share:
         lines.append(
             f"the largest cluster holds {100 * largest:.0f} % of the samples (people merged): "
-            "lower cluster.eps or cluster.k1, or use cluster.auto"
+            f"lower cluster.eps or cluster.k1{alt}"
         )
     singles = int(health["singletons"])
     if n_clusters and singles / n_clusters > limits.max_singleton_share:
@@ -193,5 +197,6 @@ def run_verdict(records: list[dict]) -> str | None:
     h = last["health"]
     if (h["outlier_share"] > LIMITS.max_outlier_share
             or h["largest_cluster_share"] > LIMITS.max_largest_share):
-        return f"warning: the final labels are degenerate: {health_warnings(h)[0]}"
+        auto = isinstance(last.get("info"), dict) and "auto" in last["info"]
+        return f"warning: the final labels are degenerate: {health_warnings(h, auto=auto)[0]}"
     return None

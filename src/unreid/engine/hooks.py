@@ -125,7 +125,7 @@ class HealthHook(HookBase):
         health = label_health(labels.labels, t.data.camids, self.previous,
                               has_cameras=bool(t.data.dataset.has_cameras))
         t.record["health"] = health
-        lines = health_warnings(health)
+        lines = health_warnings(health, auto="auto" in (labels.info or {}))
         if lines:
             t.record["warnings"] = lines
         auto = (labels.info or {}).get("auto")
