@@ -215,8 +215,9 @@ def test_test_time_standardisation_takes_a_camera_offset_out_of_retrieval() -> N
     q_cams, g_cams = np.zeros(3, dtype=np.int64), np.array([1, 1, 1, 0, 0, 0])
     qf = e[q_ids] + 2.0 * e[6]
     gf = e[g_ids] + 2.0 * e[6 + g_cams]
-    data = SimpleNamespace(query=SimpleNamespace(pids=q_ids, camids=q_cams),
-                           gallery=SimpleNamespace(pids=g_ids, camids=g_cams))
+    data = SimpleNamespace(
+        query=SimpleNamespace(pids=q_ids, camids=q_cams, paths=[f"q{i}" for i in q_ids]),
+        gallery=SimpleNamespace(pids=g_ids, camids=g_cams, paths=[f"g{i}" for i in g_ids]))
     plain = evaluate_split(qf, gf, data)
     std = evaluate_split(qf, gf, data, standardize_cameras=True)
     assert plain.mAP == pytest.approx(1 / 4)  # the match comes after the 3 strangers

@@ -668,13 +668,14 @@ def evaluate_protocol(
     exclude = None
     if chosen.all_gallery and paths is not None:
         exclude = self_matches(paths[0], paths[1])
-    kw = {"max_rank": max_rank, "all_gallery": chosen.all_gallery, "exclude": exclude}
     labels = (q_pids, g_pids, q_camids, g_camids)
     if rerank:
         from unreid.cluster import rerank as k_reciprocal_rerank
 
         dist = k_reciprocal_rerank(torch.as_tensor(q_feats), torch.as_tensor(g_feats))
-        result = evaluate(dist, *labels, **kw)
+        result = evaluate(dist, *labels, max_rank=max_rank, all_gallery=chosen.all_gallery,
+                          exclude=exclude)
     else:
-        result = evaluate_features(q_feats, g_feats, *labels, **kw)
+        result = evaluate_features(q_feats, g_feats, *labels, max_rank=max_rank,
+                                   all_gallery=chosen.all_gallery, exclude=exclude)
     return dataclasses.replace(result, protocol=chosen.name, note=chosen.note)
