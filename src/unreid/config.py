@@ -75,7 +75,10 @@ RECIPES = Path(__file__).with_name("recipes")  # package data: recipes such as t
 class DataConfig:
     """Where the images are and how they are decoded."""
 
-    root: str = MISSING  # dataset folder (Market/Duke/CUHK03-NP/MSMT17 layout or a plain folder)
+    # dataset folder (Market/Duke/CUHK03-NP/MSMT17 layout or a plain folder), or a list of
+    # labelled folders trained as one (identities and cameras kept apart; query/gallery of
+    # the first): str | list[str], typed Any because structured configs have no unions
+    root: Any = MISSING
     layout: str = "auto"  # auto | market | msmt17 | folder
     # folder layout: regex with named groups (?P<camid>..), (?P<pid>..)
     camera_regex: str | None = None
@@ -415,6 +418,11 @@ _SHARE = _interval(0, 1, lo_open=True)  # a threshold or share that 0 would make
 # repeat the owning modules' tuples because importing those would pull in torch; a
 # test keeps the two equal.
 RULES: dict[str, Rule] = {
+    "data.root": Rule(
+        lambda v: v is None or (isinstance(v, str) and v != "") or (
+            isinstance(v, list | ListConfig) and len(v) > 0
+            and all(isinstance(r, str) and r for r in v)),
+        "a folder, synth:default, or a non-empty list of folders"),
     "data.layout": _one_of("auto", "market", "msmt17", "folder"),
     "data.height": _POSITIVE_INT,
     "data.width": _POSITIVE_INT,

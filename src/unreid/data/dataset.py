@@ -47,6 +47,7 @@ __all__ = [
     "iter_paths",
     "list_images",
     "load_dataset",
+    "merge_datasets",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -426,6 +427,50 @@ def load_dataset(
     if layout == "msmt17":
         return _load_msmt(root)
     return _load_folder(root, camera_regex, csv)
+
+
+def merge_datasets(datasets: Sequence[Dataset]) -> Dataset:
+    """Several labelled datasets as one training table, identities and cameras kept apart.
+
+    Root ``i``'s identities are shifted by the identities of the roots before it
+    (the largest pid of each earlier root, over all its splits, plus one) and its
+    cameras by their camera counts, so no two roots share a pid or a camid; unknown
+    pids (-1) stay -1. The query and gallery are the first root's, unchanged (its
+    offsets are 0): a merged dataset is evaluated on its first root. Training on
+    several labelled sets at once is the multi-source ("JSTL") setting.
+
+    Args:
+        datasets: one or more datasets (see :func:`load_dataset`), first = evaluated.
+
+    Returns:
+        A :class:`Dataset` whose ``root`` is the first root; ``has_cameras`` is True when
+        any root has cameras or there are several roots (each root's images are then
+        cameras of their own).
+    """
+    if not datasets:
+        raise DataError("no dataset to merge: data.root lists no folder")
+    if len(datasets) == 1:
+        return datasets[0]
+    paths: list[str] = []
+    pids, cams, warnings = [], [], []
+    pid_offset = cam_offset = 0
+    for ds in datasets:
+        train = ds.train
+        paths += train.paths
+        pids.append(np.where(train.pids >= 0, train.pids + pid_offset, -1))
+        cams.append(train.camids + cam_offset)
+        warnings += [f"{ds.root}: {w}" for w in ds.warnings]
+        every_pid = np.concatenate([s.pids for s in ds.splits])
+        pid_offset += int(every_pid.max(initial=-1)) + 1
+        cam_offset += max(ds.num_cameras, 1)
+    first = datasets[0]
+    train = Split("train", tuple(paths), np.concatenate(pids), np.concatenate(cams))
+    layouts = sorted({ds.layout for ds in datasets})
+    return Dataset(
+        root=first.root, layout="+".join(layouts), train=train, query=first.query,
+        gallery=first.gallery, has_cameras=True, distractor_pid=first.distractor_pid,
+        warnings=tuple(warnings),
+    )
 
 
 def iter_paths(dataset: Dataset) -> Iterable[str]:

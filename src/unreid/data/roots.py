@@ -2,25 +2,35 @@
 
 ``data.root`` is a dataset folder, or ``synth:default`` / ``synth:quick`` for
 the generated synthetic world (built once, cached under ``synth/`` of the
-per-user cache).
+per-user cache), or a list of them: several labelled roots trained as one table
+with identities and cameras kept apart, evaluated on the first root's
+query/gallery (:func:`unreid.data.dataset.merge_datasets`).
 Training and the applications (evaluate, extract, search) load their data
 through these functions, so a root means the same thing everywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from unreid.errors import ConfigError
+from unreid.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from unreid.config import Config
     from unreid.data.dataset import Dataset
 
-__all__ = ["SYNTH_PREFIX", "load_run_dataset", "resolve_data_root", "split_images"]
+__all__ = [
+    "SYNTH_PREFIX",
+    "data_roots",
+    "load_run_dataset",
+    "resolve_data_root",
+    "resolve_data_roots",
+    "split_images",
+]
 
 SYNTH_PREFIX = "synth:"
 
@@ -40,14 +50,41 @@ def resolve_data_root(root: str) -> Path:
     return Path(root)
 
 
+def data_roots(root: str | Sequence[str]) -> list[str]:
+    """``data.root`` as a list of root strings (one entry for a single root)."""
+    if isinstance(root, str | Path):
+        return [str(root)]
+    return [str(r) for r in root]
+
+
+def resolve_data_roots(root: str | Sequence[str]) -> list[Path]:
+    """Every entry of ``data.root`` -> a dataset folder (:func:`resolve_data_root`).
+
+    Raises:
+        DataError: an entry of a list that is not an existing folder (one line naming
+            the entry, so that one bad root of several is easy to find).
+    """
+    entries = data_roots(root)
+    if not entries:
+        raise ConfigError("data.root=[] names no dataset: give a folder or a list of folders")
+    folders = [resolve_data_root(r) for r in entries]
+    if len(folders) > 1:
+        for i, folder in enumerate(folders):
+            if not folder.is_dir():
+                raise DataError(f"data.root[{i}]={folder} is not a folder: fix that entry of "
+                                "the data.root list or remove it")
+    return folders
+
+
 def load_run_dataset(cfg: Config) -> Dataset:
-    """The :class:`unreid.data.Dataset` of ``cfg.data``."""
-    from unreid.data import load_dataset
+    """The :class:`unreid.data.Dataset` of ``cfg.data``: one root, or several merged."""
+    from unreid.data.dataset import load_dataset, merge_datasets
 
     d = cfg.data
-    return load_dataset(
-        resolve_data_root(d.root), layout=d.layout, camera_regex=d.camera_regex, csv=d.csv
-    )
+    return merge_datasets([
+        load_dataset(folder, layout=d.layout, camera_regex=d.camera_regex, csv=d.csv)
+        for folder in resolve_data_roots(d.root)
+    ])
 
 
 def split_images(table: Any, cfg: Config, *, progress: bool = True) -> np.ndarray:
