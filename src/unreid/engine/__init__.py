@@ -94,6 +94,7 @@ def train(
     from unreid.engine import distributed as ddp
     from unreid.engine.checkpoint import check_resume_config
     from unreid.engine.trainer import Trainer
+    from unreid.models.source import write_source_record
 
     state, ckpt_path = None, None
     if resume is not None:
@@ -120,13 +121,18 @@ def train(
     owned = not _dist_initialized()
     info = ddp.init_distributed(cfg.run.device)
     try:
+        source = None
         if info.is_main and not eval_only:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
+            if state is None:  # a new run records the weights it starts from
+                source = write_source_record(str(cfg.model.pretrained), run_dir)
         trainer = (trainer_class or Trainer)(
             cfg, run_dir, info=info, hooks=list(hooks), log_to_disk=not eval_only,
             builders=builders,
         )
+        if source is not None:
+            trainer.log(f"started from {cfg.model.pretrained} (recorded in {source})")
         if state is not None and ckpt_path is not None:
             trainer.load_state_dict(state, ckpt_path)
             trainer.log(f"resumed {ckpt_path} at epoch {trainer.epoch + 1}, step {trainer.step}")

@@ -10,7 +10,7 @@ from torch import nn
 from unreid.config import ModelConfig
 from unreid.errors import WeightsError
 from unreid.models import backbones as _backbones  # noqa: F401  (registers the backbones)
-from unreid.models.head import ModelOutput, ReIDHead
+from unreid.models.head import GeM, ModelOutput, ReIDHead
 from unreid.models.registry import Backbone, create_backbone, is_backbone
 from unreid.models.weights import (
     Normalization,
@@ -19,7 +19,7 @@ from unreid.models.weights import (
     known_weights,
     load_backbone_weights,
     load_state_into,
-    read_state_dict,
+    read_weights_file,
     remap_state_dict,
 )
 
@@ -92,19 +92,25 @@ class ReIDModel(nn.Module):
         return self.head(fmap) if self.training else self.head.embed(fmap)
 
 
-def load_weights_file(model: ReIDModel, path: str | Path) -> None:
+def load_weights_file(model: ReIDModel, path: str | Path) -> list[str]:
     """Load ``path`` (``model.pretrained=PATH``) into ``model`` in place.
 
     Accepts a whole-model state dict or an unreid checkpoint (key "model"): keys
-    ``backbone.*``, ``head.*``, ``input_mean``/``input_std`` must all fit,
-    except the classifier, loaded only when it has the model's shape; or a bare
-    backbone state dict (e.g. torchvision's ``resnet50-0676ba61.pth``), mapped
-    as the backbone's known weights are.
+    ``backbone.*``, ``head.*`` (pooling, BN neck), ``input_mean``/``input_std`` must
+    all fit, except the classifier, loaded only when it has the model's shape (a
+    source run's classifier belongs to its own identities: a model built without
+    one, or with another class count, drops it); or a bare backbone state dict
+    (e.g. torchvision's ``resnet50-0676ba61.pth``), mapped as the backbone's known
+    weights are.
+
+    Returns:
+        the names of the file's tensors that were dropped (its classifier), [] if none.
 
     Raises:
-        WeightsError: unreadable file or mismatched keys/shapes (count and first few).
+        WeightsError: unreadable file or mismatched keys/shapes (one line; for an unreid
+            checkpoint of another backbone, feature dim or pooling, the settings to use).
     """
-    state = read_state_dict(path)
+    state, facts = read_weights_file(path)
     what = f"model.backbone={model.backbone_name}"
     if any(k.startswith("backbone.") for k in state):
         # The classifier belongs to a run's pseudo-labels: keep the saved one only when
@@ -114,12 +120,34 @@ def load_weights_file(model: ReIDModel, path: str | Path) -> None:
         fits = saved.keys() == own.keys() and all(v.shape == own[k].shape for k, v in saved.items())
         state = {k: v for k, v in state.items() if not k.startswith(_FC)}
         state.update(saved if fits else own)
-        load_state_into(model, state, path=path, what=what)
-        return
+        try:
+            load_state_into(model, state, path=path, what=what)
+        except WeightsError:
+            signature = facts.get("model_signature")
+            if signature:
+                raise _other_model(path, signature, model) from None
+            raise
+        return [] if fits else sorted(saved)
     known = known_weights(model.backbone_name)
     target = model.backbone.state_dict()
     state = remap_state_dict(known[0] if known else None, state, target, path=path, what=what)
     load_state_into(model.backbone, state, path=path, what=what)
+    return []
+
+
+def _other_model(path: str | Path, saved: dict, model: ReIDModel) -> WeightsError:
+    """The one line for a checkpoint written by a run of another model."""
+    pooling = "gem" if isinstance(model.head.pool, GeM) else "avg"
+    wanted = {"backbone": saved.get("backbone"), "pooling": saved.get("pooling")}
+    have = {"backbone": model.backbone_name, "pooling": pooling}
+    fix = " ".join(f"model.{k}={v}" for k, v in wanted.items() if v is not None and v != have[k])
+    return WeightsError(
+        f"model.pretrained={path} holds a {saved.get('backbone')} model (feature dim "
+        f"{saved.get('feature_dim')}, {saved.get('pooling')} pooling), the config builds "
+        f"{model.backbone_name} (feature dim {model.feature_dim}, {pooling} pooling): set "
+        f"{fix or 'the model.* settings of the run that wrote it'} (its config.yaml), or "
+        "start from another checkpoint or model.pretrained=imagenet"
+    )
 
 
 def build_model(cfg: ModelConfig, num_classes: int = 0, *, feature: str | None = None

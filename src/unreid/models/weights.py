@@ -36,8 +36,13 @@ __all__ = [
     "load_backbone_weights",
     "load_state_into",
     "read_state_dict",
+    "read_weights_file",
     "remap_state_dict",
 ]
+
+# What an unreid checkpoint says about its weights besides the tensors: the model's
+# signature (backbone, feature dim, pooling), the run's config and its per-epoch records.
+CHECKPOINT_FACTS = ("model_signature", "model_feature", "config", "records", "epoch", "format")
 
 
 @dataclass(frozen=True)
@@ -176,11 +181,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         WeightsError: missing or unreadable file, or no tensors in it.
     """
+    return read_weights_file(path)[0]
+
+
+def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors of ``path`` (as :func:`read_state_dict`) and, for an unreid checkpoint,
+    its :data:`CHECKPOINT_FACTS` (empty for a bare state dict), read in one pass.
+
+    Raises:
+        WeightsError: missing or unreadable file, or no tensors in it.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist: pass an existing file")
     obj: Any = load_plain(path, name="weights file", plain="a plain state dict")
+    facts: dict[str, Any] = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        facts = {k: obj[k] for k in CHECKPOINT_FACTS if k in obj}
         obj = obj["model"]  # an unreid checkpoint
     elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]  # common training-script layout
@@ -188,7 +205,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         isinstance(v, torch.Tensor) for v in obj.values()
     ):
         raise WeightsError(f"weights file {path} holds no state dict (name -> tensor)")
-    return dict(obj)
+    return dict(obj), facts
 
 
 def _kind(key: str) -> str:

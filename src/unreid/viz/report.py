@@ -5,6 +5,8 @@ engine leaves in the run folder:
 
 - ``metrics.jsonl``  one JSON line per epoch (curves, summary table, timings);
 - ``config.yaml``    the resolved config;
+- ``source.json``    the start model of a run that began from another run's weights
+  (:mod:`unreid.models.source`): its own numbers are shown beside the adapted ones;
 - ``report_data.npz`` arrays saved at the end of training by
   :func:`save_report_data` (ranked lists, final pseudo-labels, features of a
   sample before and after training for the embedding plot).
@@ -236,6 +238,42 @@ def _health_section(records: list[dict[str, Any]]) -> Markup:
     return join(parts, "\n")
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when absent or unreadable (the report still renders)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _source_table(source: dict[str, Any] | None, records: list[dict[str, Any]]) -> Markup:
+    """The start model's own numbers beside the adapted ones, for a run that started from
+    another run's weights (``source.json``); empty for an ImageNet or random start."""
+    if not source:
+        return Markup("")
+    keys = ["mAP", "R1", "R5", "R10", "mINP"]
+    evals = [r["eval"] for r in records if isinstance(r.get("eval"), dict)]
+
+    def row(name: str, values: Any) -> Markup:
+        values = values if isinstance(values, dict) else {}
+        return tag("tr", tag("td", name), *(tag("td", _number(values.get(k), 100.0))
+                                            for k in keys))
+
+    roots = source.get("data_roots") if isinstance(source.get("data_roots"), list) else []
+    first_root = roots[0] if roots else "its data"
+    rows = [row(f"source model on its own split ({first_root})", source.get("eval"))]
+    if evals:
+        rows.append(row("source model here, before adaptation (direct transfer)", evals[0]))
+    if len(evals) > 1:
+        rows.append(row("adapted (final)", evals[-1]))
+    about = (f"Started from {source.get('path')} (sha256 {str(source.get('sha256'))[:16]}...), "
+             f"trained with {source.get('method') or 'unknown method'} on "
+             f"{', '.join(map(str, roots)) or 'unknown data'}.")
+    return join([tag("h2", "Source model"), tag("p", about),
+                 tag("table", tag("tr", tag("th"), *(tag("th", k) for k in keys)), *rows)])
+
+
 def _timing_table(records: list[dict[str, Any]]) -> Markup:
     totals: dict[str, float] = {}
     for r in records:
@@ -326,6 +364,7 @@ def write_report(run_dir: str | Path, *, with_masks: bool = False) -> Path:
         _config_summary(config_text),
         tag("h2", "Retrieval before and after training"),
         _summary_table(records),
+        _source_table(_read_json(run_dir / "source.json"), records),
         _health_section(records),
         section(
             "Training curves",
