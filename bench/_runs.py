@@ -312,6 +312,11 @@ def run_or_load(job: Job) -> Outcome:
     for key in ("ari", "multi_camera_share", "cross_camera_pair_precision"):
         if isinstance(quality.get(key), int | float):
             values[key] = float(quality[key])
+    # pul and rsl: the share of the training images their lambda kept in the last epoch
+    info = next((r["info"] for r in reversed(records) if isinstance(r.get("info"), dict)), {})
+    kept = info.get("reliable", info.get("selected"))
+    if isinstance(kept, int | float) and quality.get("num_samples"):
+        values["selected_share"] = float(kept) / float(quality["num_samples"])
     values.update(_time_and_memory(run_dir, records))
     return Outcome(job.label, job.variant, job.seed, run_dir, status, values)
 

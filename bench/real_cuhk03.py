@@ -17,6 +17,15 @@ bench/results/real_cuhk03.json and prints a Markdown table for docs/benchmarks.m
     python bench/real_cuhk03.py --set cluster.eps=0.5    # the table: 9 rows x 2 seeds
     python bench/real_cuhk03.py --rows imagenet,cluster_contrast --epochs 1 --iters 2
 
+From a source model (a checkpoint of a supervised run on another labelled set, e.g.
+``unreid train --config configs/source/peta_reid.yaml``): ``--pretrained PATH`` starts
+every row from it, the untrained row becomes "source, direct transfer", the model
+settings (backbone, pooling, last stride) are the source run's, and the run folders
+and JSON default to runs/cuhk03-source and bench/results/real_cuhk03_source.json:
+
+    python bench/real_cuhk03.py --pretrained runs/source/peta_reid/checkpoint.pt \
+        --rows imagenet,pul,rsl,cluster_contrast --seeds 0
+
 Budget of the defaults (tf_efficientnet_lite0 at 128x64, 3 epochs x 80 steps of 8 x 4
 images, seeds 0 and 1 = 18 runs), measured (docs/benchmarks.md): the 18 runs took 2 h 30
 min of one core in total, each with one thread beside another benchmark on the other
@@ -31,6 +40,7 @@ The script resumes, so an interrupted table finishes in a later sitting.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -59,6 +69,7 @@ ESTIMATE = "2 h 30 min of one core for the 18 runs (measured; see the module doc
 COLUMNS = (Column("mAP", "mAP"), Column("R1", "R1"), Column("R5", "R5"), Column("R10", "R10"),
            Column("mINP", "mINP"), Column("label ARI", "ari", 1.0, 3),
            Column("multi-cam clusters %", "multi_camera_share"),
+           Column("selected %", "selected_share"),
            Column("minutes", "minutes", 1.0, 1),
            Column("peak memory GiB", "peak_mib", 1 / 1024, 2))
 
@@ -92,7 +103,8 @@ def ensure_masks(data: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA), help="CUHK03 folder (Market layout)")
-    parser.add_argument("--pretrained", default="imagenet", help="model.pretrained")
+    parser.add_argument("--pretrained", default="imagenet",
+                        help="model.pretrained: imagenet, or a source checkpoint PATH")
     add_common_args(parser, out="runs/cuhk03", seeds=(0, 1), epochs=EPOCHS, iters=ITERS)
     args = parser.parse_args(argv)
     args.seeds = args.seeds or [0, 1]
@@ -101,8 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     args.size = args.size or (128, 64)
     args.backbone = args.backbone or "tf_efficientnet_lite0"
     data = Path(args.data).resolve()
-    out = Path(args.out or REPO / "runs" / "cuhk03")
+    source, model_overrides = None, []
+    if args.pretrained not in ("imagenet", "none"):
+        from unreid.models.source import describe_source, source_model_overrides
+
+        args.pretrained = str(Path(args.pretrained).resolve())
+        source = describe_source(args.pretrained)
+        model_overrides = source_model_overrides(args.pretrained)
+        args.backbone = (source.model or {}).get("backbone", args.backbone)
+    suffix = "-source" if source else ""
+    out = Path(args.out or REPO / "runs" / f"cuhk03{suffix}")
     rows = select(CUHK03_ROWS, args.rows)
+    if source:
+        rows = [dataclasses.replace(r, label="source, direct transfer") if not r.train else r
+                for r in rows]
     if args.num_classes is None:
         # k-means classes of pul/rsl: the true 743 rounded down, as the RSL paper takes 700
         # for Duke's 702 identities
@@ -113,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         masks_note = ensure_masks(data) or "mask rows skipped: mediapipe is not importable"
         if not (MASKS / "masks.json").is_file():
             rows = [r for r in rows if not r.reads_masks]
-    base = [f"data.root={data}"]
+    base = [*model_overrides, f"data.root={data}"]
     masks = [*base, "masks.provider=png", f"masks.mask_dir={MASKS}"]
     jobs = [make_job(row, args, seed, out / row.key / f"seed{seed}",
                      extra=masks if row.reads_masks else base)
@@ -122,9 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     about = describe_dataset(str(data))
     outcomes = run_grid(jobs)
     table, result_rows = summary(outcomes, COLUMNS, None)
+    start = f"{args.pretrained} init"
+    if source:
+        own = source.eval or {}
+        start = (f"every row from the source model {source.path} (sha256 "
+                 f"{source.sha256[:12]}, {source.method} on {', '.join(source.data_roots)}; "
+                 f"its own split mAP {100 * own.get('mAP', float('nan')):.1f})")
     header = (
         f"CUHK03 detected ({about}); input {args.size[0]}x{args.size[1]}; {args.backbone} "
-        f"({args.pretrained} init); {budget_phrase(args)} per trained row; "
+        f"({start}); {budget_phrase(args)} per trained row; "
         f"seeds {' '.join(map(str, args.seeds))}; {masks_note}. Command: "
         f"`{command_line('real_cuhk03.py')}`"
     )
@@ -136,17 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         "its maximum resident set (wait4 ru_maxrss, includes the memory-mapped image "
         "cache pages it touched). Mean ± std (n-1) over seeds. "
         f"pul and rsl: {args.num_classes} k-means classes, cluster.min_selected="
-        f"{args.min_selected:g}."
+        f"{args.min_selected:g}; selected % = the share of the training images their "
+        "lambda kept in the last epoch (rsl: reliable, the rest soft-labelled)."
     )
     markdown = f"{header}\n\n{table}\n\n{notes}"
     print("\n" + markdown + "\n")
-    write_results(Path(args.results) if args.results else RESULTS / "real_cuhk03.json", {
+    default_results = RESULTS / f"real_cuhk03{suffix.replace('-', '_')}.json"
+    write_results(Path(args.results) if args.results else default_results, {
         "bench": "real_cuhk03", "header": header, "command": command_line("real_cuhk03.py"),
         "data": str(data), "dataset": about, "masks": masks_note, "size": list(args.size),
         "backbone": args.backbone, "pretrained": args.pretrained, "epochs": args.epochs,
         "iters": args.iters, "seeds": args.seeds,
         "num_classes": args.num_classes, "min_selected": args.min_selected,
-        "estimate": ESTIMATE,
+        "estimate": ESTIMATE, "source": source.as_dict() if source else None,
         "rows": result_rows, "markdown": markdown,
     })
     return 1 if any(o.status == "failed" for o in outcomes) else 0

@@ -48,6 +48,21 @@ def test_every_method_base_resolves_without_a_dataset(path: Path) -> None:
         validate_config(cfg)
 
 
+def test_the_adaptation_configs_build_the_model_the_source_recipe_trains() -> None:
+    # model.pretrained of every *_source config is the source recipe's checkpoint, and
+    # the model settings its weights fit (backbone, pooling, last stride, input size)
+    source = _flatten(to_container(load_config([CONFIGS / "source" / "peta_reid.yaml"])))
+    assert source["method.name"] == "supervised"
+    keys = ("model.backbone", "model.pooling", "model.last_stride", "data.height", "data.width")
+    adapted = sorted(CONFIGS.glob("*_source.yaml"))
+    assert {p.name for p in adapted} >= {"rsl_cuhk03_source.yaml", "pul_cuhk03_source.yaml",
+                                         "cluster_contrast_cuhk03_source.yaml"}
+    for path in adapted:
+        flat = _flatten(to_container(load_config([path])))
+        assert flat["model.pretrained"] == f"{source['run.out_dir']}/checkpoint.pt", path.name
+        assert {k: flat[k] for k in keys} == {k: source[k] for k in keys}, path.name
+
+
 # The values the configs resolved to before they inherited from configs/base/ (the keys that
 # decide what is trained; the whole resolved dicts were compared when restructuring).
 FORMER = {
