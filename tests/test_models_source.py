@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_methods_rsl_pul import e2e_cfg, source_checkpoint
+from helpers import TRANSFER, tiny_cfg
 
 from unreid.config import ModelConfig
 from unreid.engine import train
@@ -30,8 +30,13 @@ from unreid.viz import write_report
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return source_checkpoint(tmp_path_factory)
+def source(source_model: Path) -> Path:
+    return source_model
+
+
+def e2e_cfg(world: Path, out: Path, *overrides: str):
+    """The tiny transfer setting (helpers.tiny_cfg + TRANSFER)."""
+    return tiny_cfg(world, out, *TRANSFER, *overrides)
 
 
 @pytest.fixture(scope="module")
