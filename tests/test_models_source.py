@@ -60,6 +60,7 @@ def test_the_run_folder_records_the_source_model(source: Path, adapted: Path) ->
     assert record["feature_dim"] == saved["model_signature"]["feature_dim"]
     assert record["epochs"] == saved["epoch"] == 8
     assert record["eval"] == saved["records"][-1]["eval"]
+    assert record["eval_epoch"] == 8  # evaluated after its last epoch
     assert "started from" in (adapted / "log.txt").read_text()
 
 
@@ -122,7 +123,8 @@ def test_a_bare_state_dict_is_described_by_path_and_hash(source: Path, tmp_path:
     torch.save(load_checkpoint(source)["model"], bare)
     about = describe_source(bare)
     assert about.sha256 == hashlib.sha256(bare.read_bytes()).hexdigest()
-    assert (about.method, about.data_roots, about.eval, about.model) == (None, (), None, None)
+    assert (about.method, about.data_roots, about.eval, about.eval_epoch, about.model) == (
+        None, (), None, None, None)
     assert source_model_overrides(bare) == []
     assert source_model_overrides(source) == [
         "model.backbone=tiny_cnn", "model.pooling=avg", "model.last_stride=1"]

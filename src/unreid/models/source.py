@@ -49,6 +49,9 @@ class SourceModel:
         epochs: finished training epochs stored in the file.
         eval: the last evaluation in its records (``mAP``, ``R1``, ... as fractions) on its
             own first root, or None when it logged none.
+        eval_epoch: the epoch of ``eval`` (0 = before training); below ``epochs`` when the
+            run did not evaluate its last epochs (or the file is a mid-epoch checkpoint
+            whose last evaluation is of an earlier state).
     """
 
     path: str
@@ -59,6 +62,7 @@ class SourceModel:
     feature_dim: int | None = None
     epochs: int | None = None
     eval: dict[str, Any] | None = None
+    eval_epoch: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -95,7 +99,7 @@ def describe_source(path: str | Path) -> SourceModel:
     roots = () if roots is None else (roots,) if isinstance(roots, str) else tuple(roots)
     model_cfg = config.get("model") or {}
     signature = facts.get("model_signature") or {}
-    evals = [r["eval"] for r in facts.get("records") or () if isinstance(r.get("eval"), dict)]
+    evals = [r for r in facts.get("records") or () if isinstance(r.get("eval"), dict)]
     return SourceModel(
         path=str(path),
         sha256=file_sha256(path),
@@ -104,7 +108,8 @@ def describe_source(path: str | Path) -> SourceModel:
         model={k: model_cfg[k] for k in MODEL_KEYS if k in model_cfg} or None,
         feature_dim=signature.get("feature_dim"),
         epochs=facts.get("epoch"),
-        eval=evals[-1] if evals else None,
+        eval=evals[-1]["eval"] if evals else None,
+        eval_epoch=evals[-1].get("epoch") if evals else None,
     )
 
 
