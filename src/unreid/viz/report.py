@@ -262,8 +262,8 @@ def _source_table(source: dict[str, Any] | None, records: list[dict[str, Any]]) 
 
     roots = source.get("data_roots") if isinstance(source.get("data_roots"), list) else []
     first_root = roots[0] if roots else "its data"
-    when = source.get("eval_epoch")
-    rows = [row(f"source model on its own split ({first_root}, epoch {when})", source.get("eval"))]
+    when = f", epoch {source['eval_epoch']}" if source.get("eval_epoch") is not None else ""
+    rows = [row(f"source model on its own split ({first_root}{when})", source.get("eval"))]
     if evals:
         rows.append(row("source model here, before adaptation (direct transfer)", evals[0]))
     if len(evals) > 1:
