@@ -139,19 +139,21 @@ def test_rsl_and_pul_select_correct_pairs_from_a_discriminative_start(
 ) -> None:
     # lambda 0.85 (the papers') on the BN-neck features of the first epoch. The source
     # model puts same-identity images close, so lambda keeps a part of the samples and
-    # their labels are right (pair precision 1.0 for rsl, 0.53 for pul, measured); the
+    # their labels are right (pair precision 1.0 for rsl, 0.36 for pul, measured); the
     # features of a random tiny_cnn are so concentrated that every sample passes and
     # the labels are mostly wrong (96 of 96, pair precision 0.14-0.15): a count alone
-    # would favour it. (An ImageNet start is the real-data comparison: bench/.)
+    # would favour it. (An ImageNet start is the real-data comparison: bench/.) The floor
+    # of 24 samples (min_selected) keeps a batch of 16 when lambda alone keeps fewer.
     def first_epoch(name: str, start: str) -> dict:
         result = train(e2e_cfg(tiny_world, tmp_path / name, f"method.name={method}",
                                f"model.pretrained={start}", "model.feature=bn",
                                "cluster.num_classes=12", "cluster.lambda_step=0",
-                               "optim.epochs=1", "optim.iters=2"))
+                               "cluster.min_selected=0.25", "optim.epochs=1",
+                               "optim.iters=2"))
         assert result.final is not None
         return result.records[1]
 
     adapted, random = first_epoch("source", str(source)), first_epoch("random", "none")
-    assert 12 <= adapted["info"][count] < 96
+    assert 24 <= adapted["info"][count] < 96
     quality, baseline = adapted["label_quality"], random["label_quality"]
-    assert quality["pair_precision"] > baseline["pair_precision"] + 0.3
+    assert quality["pair_precision"] > baseline["pair_precision"] + 0.15
