@@ -288,3 +288,16 @@ def test_a_config_that_is_not_a_mapping_or_not_utf8_is_refused(tmp_path: Path) -
         load_config([latin])
     empty = write(tmp_path / "empty.yaml", "# nothing yet\n")
     assert to_container(load_config([empty])) == to_container(load_config([]))
+
+
+def test_a_stored_config_of_an_older_version_still_loads() -> None:
+    from unreid.config import config_from_dict, to_container
+
+    stored = to_container(load_config([], ["data.root=/d", "run.precision=fp32"]))
+    stored["run"]["amp"] = True  # what unreid 0.1 checkpoints hold
+    cfg = config_from_dict(stored)
+    assert cfg.run.precision == "fp32" and "amp" not in cfg.run
+    assert stored["run"]["amp"] is True  # the caller's dict is not changed
+    stored["run"]["no_such_key"] = 1
+    with pytest.raises(ConfigError, match="stored config does not fit this unreid version"):
+        config_from_dict(stored)

@@ -530,8 +530,18 @@ def to_container(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
+# Keys older versions stored that no longer exist: (section, key). ``run.amp`` (fp16 on
+# CUDA) became ``run.precision``, whose ``auto`` does the same on CUDA.
+RETIRED_KEYS = (("run", "amp"),)
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
-    """A typed :class:`Config` from the plain dict stored in a checkpoint."""
+    """A typed :class:`Config` from the plain dict stored in a checkpoint (keys an older
+    unreid stored and this one retired are dropped)."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for section, key in RETIRED_KEYS:
+        if isinstance(values.get(section), dict):
+            values[section].pop(key, None)
     try:
         return OmegaConf.merge(OmegaConf.structured(Config), values)  # type: ignore[return-value]
     except Exception as exc:
