@@ -260,7 +260,8 @@ def _source_table(source: dict[str, Any] | None, records: list[dict[str, Any]]) 
         return tag("tr", tag("td", name), *(tag("td", _number(values.get(k), 100.0))
                                             for k in keys))
 
-    roots = source.get("data_roots") if isinstance(source.get("data_roots"), list) else []
+    stored_roots = source.get("data_roots")
+    roots: list[Any] = stored_roots if isinstance(stored_roots, list) else []
     first_root = roots[0] if roots else "its data"
     when = f", epoch {source['eval_epoch']}" if source.get("eval_epoch") is not None else ""
     rows = [row(f"source model on its own split ({first_root}{when})", source.get("eval"))]
