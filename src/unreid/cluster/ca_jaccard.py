@@ -42,7 +42,7 @@ from scipy import sparse
 
 from unreid.errors import ClusteringError
 
-from .jaccard import _contains, _jaccard_pairs, _pair_cosines, _row_ptr
+from .jaccard import _contains, _jaccard_matrix, _pair_cosines, _row_ptr
 from .knn import _fix_boundary_ties, _order_rows, as_features, default_chunk, neighbours
 
 __all__ = ["ca_jaccard_distance", "camera_rankings"]
@@ -194,25 +194,4 @@ def ca_jaccard_distance(
     v = mean @ v
     v.sort_indices()
     # Step 4: the plain Jaccard pass, then the upper triangle mirrored.
-    parts_r, parts_c, parts_d = [], [], []
-    for r, c, d in _jaccard_pairs(v, n, cutoff=cutoff):
-        d = np.maximum(d, 0.0)
-        d[r == c] = 0.0
-        if cutoff is not None:
-            keep = d <= cutoff
-            r, c, d = r[keep], c[keep], d[keep]
-        parts_r.append(r)
-        parts_c.append(c)
-        parts_d.append(d)
-    upper_r, upper_c, upper_d = (np.concatenate(p) for p in (parts_r, parts_c, parts_d))
-    low = upper_r != upper_c
-    rows = np.concatenate([upper_r, upper_c[low]])
-    cols = np.concatenate([upper_c, upper_r[low]])
-    dist = np.concatenate([upper_d, upper_d[low]])
-    order = np.argsort(rows * n + cols)
-    index_dtype = np.int32 if n < 2**31 else np.int64
-    return sparse.csr_matrix(
-        (dist[order], cols[order].astype(index_dtype),
-         np.searchsorted(rows[order], np.arange(n + 1))),
-        shape=(n, n),
-    )
+    return _jaccard_matrix(v, n, cutoff)

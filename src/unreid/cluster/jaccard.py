@@ -384,6 +384,13 @@ def jaccard_distance(
         scale=np.ones(n),
     )
     del rank, sims
+    return _jaccard_matrix(v, n, cutoff)
+
+
+def _jaccard_matrix(v: sparse.csr_matrix, n: int, cutoff: float | None) -> sparse.csr_matrix:
+    """The (n, n) CSR Jaccard distances of the encoded neighbour rows ``v`` (pairs above
+    ``cutoff`` left out, zeros kept as stored entries), from the upper-triangle pair
+    sums of :func:`_jaccard_pairs` mirrored: the matrix is exactly symmetric."""
     parts_r, parts_c, parts_d = [], [], []
     for rows, cols, dist in _jaccard_pairs(v, n, cutoff=cutoff):
         dist = np.maximum(dist, 0.0)  # cluster-contrast clips rounding below 0
@@ -394,9 +401,7 @@ def jaccard_distance(
         parts_r.append(rows)
         parts_c.append(cols)
         parts_d.append(dist)
-    del v
     upper_r, upper_c, upper_d = (np.concatenate(p) for p in (parts_r, parts_c, parts_d))
-    # Mirror the upper triangle: the matrix is exactly symmetric.
     low = upper_r != upper_c
     rows = np.concatenate([upper_r, upper_c[low]])
     cols = np.concatenate([upper_c, upper_r[low]])
