@@ -155,6 +155,7 @@ def test_every_rule_names_a_real_key() -> None:
 def test_the_choices_are_the_ones_the_owning_modules_accept() -> None:
     from unreid.data.augment import AUGMENT_PRESETS
     from unreid.data.dataset import LAYOUTS
+    from unreid.eval.protocol import PROTOCOLS
     from unreid.masks.providers import PROVIDERS
     from unreid.methods.cap import JACCARD_KINDS
     from unreid.methods.sfe_cr import GLOBAL_FEATURES
@@ -165,6 +166,7 @@ def test_the_choices_are_the_ones_the_owning_modules_accept() -> None:
         return {v for v in values if RULES[key].check(v)}
 
     assert allowed("data.layout", [*LAYOUTS, "x"]) == set(LAYOUTS)
+    assert allowed("eval.protocol", [*PROTOCOLS, "x"]) == set(PROTOCOLS)
     assert allowed("masks.provider", [*PROVIDERS, "x"]) == set(PROVIDERS)
     assert allowed("run.precision", [*PRECISIONS, "x"]) == set(PRECISIONS)
     assert allowed("method.global_features", [*GLOBAL_FEATURES, "x"]) == set(GLOBAL_FEATURES)
@@ -259,3 +261,16 @@ def test_a_zero_batch_size_is_refused_before_anything_is_loaded(
     line = cli_error([*argv, "--checkpoint", str(tmp_path / "c.pt"), "--batch-size", "0"],
                      capsys)
     assert line == "error: --batch-size=0 is not allowed: use an integer >= 1"
+
+
+@pytest.mark.parametrize("command", ["eval", "eval-features"])
+def test_an_unknown_protocol_is_refused_before_anything_is_loaded(
+    tmp_path: Path, capsys, command: str
+) -> None:
+    # neither the checkpoint nor the features file exists: the protocol is checked first
+    argv = {
+        "eval": ["eval", "--data", str(tmp_path), "--checkpoint", str(tmp_path / "c.pt")],
+        "eval-features": ["eval-features", str(tmp_path / "f.npz")],
+    }[command]
+    line = cli_error([*argv, "--protocol", "duke"], capsys)
+    assert line == "error: --protocol='duke' is not allowed: use one of auto, market, all-gallery"

@@ -14,6 +14,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 
+from unreid import __version__
 from unreid.errors import UnreidError
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -81,6 +82,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 def cmd_eval_features(args: argparse.Namespace) -> None:
     from unreid.eval import evaluate_npz
 
+    _check_protocol(args)
     protocol = "all-gallery" if args.all_gallery else args.protocol
     result = evaluate_npz(args.file, protocol=protocol, rerank=args.rerank)
     _print_result(result)
@@ -93,10 +95,10 @@ def _print_result(result) -> None:
 
 
 def _add_protocol_arg(p: argparse.ArgumentParser) -> None:
-    from unreid.eval.protocol import PROTOCOLS
-
+    # checked by _check_protocol, not argparse choices: the list lives in unreid.eval,
+    # whose import brings torch, and `unreid --help` must not wait for torch
     p.add_argument(
-        "--protocol", default="auto", choices=PROTOCOLS,
+        "--protocol", default="auto",
         help="market: same-camera matches of the query's identity are ignored; all-gallery: "
         "they count, only the query image itself is ignored (one camera); auto: all-gallery "
         "when query and gallery hold one camera, else market",
@@ -134,10 +136,17 @@ def _check_batch_size(args: argparse.Namespace) -> None:
     check_value("eval.batch_size", args.batch_size, "--batch-size")
 
 
+def _check_protocol(args: argparse.Namespace) -> None:
+    from unreid.config import check_value
+
+    check_value("eval.protocol", args.protocol, "--protocol")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from unreid.apps.inference import evaluate_checkpoint
 
     _check_batch_size(args)
+    _check_protocol(args)
     result = evaluate_checkpoint(
         args.checkpoint, _load(args), rerank=args.rerank, batch_size=args.batch_size,
         protocol=args.protocol,
@@ -234,8 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fully-unsupervised person re-identification (cluster-contrast, SFE-CR, "
         "RSL, PUL).",
     )
-    from unreid import __version__
-
     parser.add_argument("--version", action="version", version=f"unreid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
