@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unreid.config import load_config, recipe_path
+from unreid.engine import train
+from unreid.engine.checkpoint import CHECKPOINT
+
 __all__ = ["DemoSummary", "demo_config", "run_demo"]
 
 @dataclass(frozen=True)
@@ -49,8 +53,6 @@ class DemoSummary:
 
 def demo_config(out_dir: str | Path, *, quick: bool = False, overrides: tuple[str, ...] = ()):
     """The demo's :class:`~unreid.config.Config` (recipe file + ``run.out_dir`` + overrides)."""
-    from unreid.config import load_config, recipe_path
-
     recipe = recipe_path("demo_quick" if quick else "demo")
     return load_config([recipe], [f"run.out_dir={out_dir}", *overrides])
 
@@ -58,9 +60,6 @@ def demo_config(out_dir: str | Path, *, quick: bool = False, overrides: tuple[st
 def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False,
              overrides: tuple[str, ...] = ()) -> DemoSummary:
     """Train the demo recipe in ``out_dir`` (resuming it when it exists), print the table."""
-    from unreid.engine import train
-    from unreid.engine.checkpoint import CHECKPOINT
-
     out = Path(out_dir)
     start = time.perf_counter()
     cfg = demo_config(out, quick=quick, overrides=overrides)

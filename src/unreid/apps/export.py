@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unreid.apps.inference import load_model_from_checkpoint
+from unreid.engine.checkpoint import resolve_checkpoint
 from unreid.errors import UnreidError
-from unreid.io import atomic_path, first_line
+from unreid.io import atomic_path, first_line, refuse_overlap
 
 __all__ = ["CHECK_BATCH_SIZES", "ExportResult", "OnnxExportError", "TOLERANCE", "export_onnx"]
 
@@ -84,10 +86,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = 17) -> 
         OnnxExportError: the exporter fails, or ONNX differs from PyTorch by more
             than ``TOLERANCE`` (``out`` is then left untouched).
     """
-    from unreid.apps.inference import load_model_from_checkpoint
-    from unreid.engine.checkpoint import resolve_checkpoint
-    from unreid.io import refuse_overlap
-
     # a missing checkpoint is reported before the extra; --out never replaces it
     refuse_overlap(out, resolve_checkpoint(checkpoint), what="the checkpoint it reads")
     onnx = _import_onnx()
@@ -158,7 +156,7 @@ def _compare_with_torch(model: torch.nn.Module, path: Path, h: int, w: int) -> f
     """Max abs difference of ONNX vs PyTorch features over the check batches, or None
     without onnxruntime."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # the onnx extra; without it the export goes unchecked
     except ImportError:
         return None
     options = ort.SessionOptions()

@@ -15,8 +15,17 @@ import torch
 
 from unreid.config import Config, config_from_dict
 from unreid.data.roots import split_images
+from unreid.engine.checkpoint import (
+    check_model_signature,
+    load_checkpoint,
+    model_signature,
+    resolve_checkpoint,
+)
 from unreid.eval import evaluate_split
 from unreid.io import FeatureFile, resolve_device
+from unreid.methods import model_feature
+from unreid.models import build_model, extract_features
+from unreid.models.precision import extraction_precision
 
 __all__ = ["evaluate_checkpoint", "extract_to_npz", "load_model_from_checkpoint"]
 
@@ -29,22 +38,12 @@ def load_model_from_checkpoint(
     The model's feature is the one the checkpoint records (``model_feature``); a
     checkpoint written before it recorded one falls back to the method's choice.
     """
-    from unreid.engine.checkpoint import (
-        check_model_signature,
-        load_checkpoint,
-        model_signature,
-        resolve_checkpoint,
-    )
-    from unreid.models import build_model
-
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"])
     cfg.model.pretrained = "none"  # the checkpoint holds the weights
     feature = state.get("model_feature")
     if feature is None:
-        from unreid.methods import model_feature
-
         feature = model_feature(cfg)
     model = build_model(cfg.model, 0, feature=str(feature))
     check_model_signature(state["model_signature"], model_signature(model, state["config"]), path)
@@ -58,9 +57,6 @@ def embed_images(model, images: np.ndarray, cfg: Config, batch_size: int,
                  device: torch.device) -> torch.Tensor:
     """(N, D) features of uint8 ``images`` in the run's ``run.precision``, decided for this
     machine and model as training decides it (:mod:`unreid.models.precision`)."""
-    from unreid.models import extract_features
-    from unreid.models.precision import extraction_precision
-
     sample = torch.from_numpy(np.array(images[:64]))  # a copy: the cache is read-only
     precision = extraction_precision(str(cfg.run.precision), model, device, sample)
     return extract_features(model, images, batch_size=batch_size, device=device, progress=True,

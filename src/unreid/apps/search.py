@@ -21,9 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from unreid.apps.inference import embed_images, load_model_from_checkpoint
+from unreid.data import IMAGE_EXTENSIONS, decode_image, list_images, load_images
+from unreid.data.dataset import MARKET_PATTERN
+from unreid.engine.checkpoint import resolve_checkpoint
 from unreid.errors import ConfigError, DataError
-from unreid.io import FeatureFile, atomic_write, resolve_device
+from unreid.eval import cosine_distance
+from unreid.io import FeatureFile, atomic_write, refuse_overlap, resolve_device
 
 __all__ = [
     "Match",
@@ -98,8 +104,6 @@ def parse_market_name(path: str | Path) -> tuple[int, int] | None:
 
     camid is 0-based (``c1`` -> 0); pid -1 marks junk images, 0 distractors.
     """
-    from unreid.data.dataset import MARKET_PATTERN
-
     m = MARKET_PATTERN.match(Path(path).name)
     return (int(m.group(1)), int(m.group(2)) - 1) if m else None
 
@@ -128,8 +132,6 @@ def load_gallery_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, l
 
 
 def _expand_queries(queries: Sequence[str | Path]) -> list[str]:
-    from unreid.data import IMAGE_EXTENSIONS, list_images
-
     out: list[str] = []
     for q in queries:
         p = Path(q)
@@ -184,11 +186,6 @@ def search(
             whose feature dimension differs from the checkpoint's.
         ConfigError: ``topk`` < 1. WeightsError: bad checkpoint.
     """
-    from unreid.apps.inference import embed_images, load_model_from_checkpoint
-    from unreid.data import IMAGE_EXTENSIONS, list_images, load_images
-    from unreid.engine.checkpoint import resolve_checkpoint
-    from unreid.io import refuse_overlap
-
     if int(topk) < 1:
         raise ConfigError(f"--topk {topk}: use a positive number of gallery images")
     resolve_checkpoint(checkpoint)
@@ -263,8 +260,6 @@ def search(
         if g_images is not None:
             tiles = [[g_images[gi] for gi in row] for row in order.tolist()]
         else:  # an .npz gallery: decode the shown images from their paths
-            from unreid.data import decode_image
-
             tiles = [
                 [decode_image(_locate(g_paths[gi], gallery.parent), h, w) for gi in row]
                 for row in order.tolist()
@@ -276,13 +271,12 @@ def search(
 def _distances(q: torch.Tensor, g: torch.Tensor, *, rerank: bool) -> np.ndarray:
     """(Q, G) float distances: cosine, or k-reciprocal re-ranked."""
     if rerank:
+        # unreid.cluster brings scikit-learn (~1 s): only --rerank pays for it
         from unreid.cluster import rerank as k_reciprocal_rerank
 
         n = len(q) + len(g)
         k1 = min(_K1, n - 1)
         return k_reciprocal_rerank(q, g, k1=k1, k2=min(_K2, n), lambda_=_LAMBDA)
-    from unreid.eval import cosine_distance
-
     return cosine_distance(q, g).numpy()
 
 
@@ -296,8 +290,7 @@ def ranked_lists_image(
     red when the identities are known (``Match.same_id``), grey otherwise, with
     rank and distance under each tile.
     """
-    from PIL import Image
-
+    # unreid.viz brings matplotlib (~0.5 s): only a search with --out pays for it
     from unreid.viz.montage import ranked_list_image
 
     rows = [
