@@ -41,6 +41,8 @@ __all__ = [
 AUTO = "auto"  # the data.cache_dir value meaning "the per-user cache"
 DECODED = "decoded"
 SYNTH = "synth"
+# A synthetic world's description, written into it last: a world holding it is finished.
+WORLD_JSON = "world.json"
 
 # The files unreid writes into a decoded-array folder (kind = the first group; else "tmp":
 # a build that was interrupted before it was moved into place).
@@ -157,8 +159,6 @@ def cache_usage(folder: str | Path | None = None) -> CacheUsage:
                 add(match.group(1) or "tmp", path, 1, path.stat().st_size)
     synth = root / SYNTH
     if synth.is_dir():
-        from unreid.data.synth import WORLD_JSON
-
         for world in sorted(synth.iterdir()):
             # a finished world (world.json) or a build a killed run left behind
             if world.is_dir() and not world.is_symlink() and (

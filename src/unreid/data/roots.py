@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from unreid.data.dataset import Dataset, load_dataset, merge_datasets
+from unreid.data.images import load_images
+from unreid.data.synth import default_world
 from unreid.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from unreid.config import Config
-    from unreid.data.dataset import Dataset
 
 __all__ = [
     "SYNTH_PREFIX",
@@ -44,7 +46,6 @@ def resolve_data_root(root: str) -> Path:
         kind = root[len(SYNTH_PREFIX):]
         if kind not in ("default", "quick"):
             raise ConfigError(f"data.root={root!r}: use synth:default, synth:quick or a folder")
-        from unreid.data.synth import default_world
 
         return Path(default_world(quick=kind == "quick"))
     return Path(root)
@@ -78,8 +79,6 @@ def resolve_data_roots(root: str | Sequence[str]) -> list[Path]:
 
 def load_run_dataset(cfg: Config) -> Dataset:
     """The :class:`unreid.data.Dataset` of ``cfg.data``: one root, or several merged."""
-    from unreid.data.dataset import load_dataset, merge_datasets
-
     d = cfg.data
     return merge_datasets([
         load_dataset(folder, layout=d.layout, camera_regex=d.camera_regex, csv=d.csv)
@@ -89,8 +88,6 @@ def load_run_dataset(cfg: Config) -> Dataset:
 
 def split_images(table: Any, cfg: Config, *, progress: bool = True) -> np.ndarray:
     """(N, 3, H, W) uint8 images of a split at the configured size (memmap when cached)."""
-    from unreid.data.images import load_images
-
     return load_images(
         list(table.paths),
         int(cfg.data.height),

@@ -72,12 +72,15 @@ import json
 import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
 
+from unreid.data.cache import SYNTH, WORLD_JSON, ensure_private_dir, user_cache_root
 from unreid.errors import ConfigError, DataError
 from unreid.io import atomic_dir
 
@@ -97,7 +100,6 @@ SYNTH_VERSION = 1
 
 SPLIT_DIRS = ("bounding_box_train", "query", "bounding_box_test")
 MASK_DIR = "masks"
-WORLD_JSON = "world.json"
 
 
 @dataclass(frozen=True)
@@ -795,15 +797,11 @@ def _foreign_entry(world: Path) -> str | None:
 def _run_jobs(
     cfg: SynthConfig, root: Path, jobs: list[_Job], progress: bool, workers: int
 ) -> None:
-    from tqdm import tqdm
-
     with tqdm(total=len(jobs), desc="synth", unit="img", disable=not progress) as bar:
         if workers <= 1:
             for chunk in _chunks(jobs, max(1, len(jobs) // 200)):
                 bar.update(_render_jobs(cfg, str(root), chunk))
             return
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         # spawn: safe even when the parent has started threads (torch, tqdm)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -821,8 +819,6 @@ def default_world(quick: bool = False, cache_root: str | Path | None = None) -> 
     written last) is returned as is. Concurrent callers each build a private copy and
     the first to finish wins, so a half-written world is never visible.
     """
-    from unreid.data.cache import SYNTH, ensure_private_dir, user_cache_root
-
     cfg = QUICK_CONFIG if quick else SynthConfig()
     if cache_root is None:
         cache_root = ensure_private_dir(
