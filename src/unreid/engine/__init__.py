@@ -13,12 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from unreid.config import Config, config_from_dict, save_config, to_container, validate_config
+from unreid.engine import distributed as ddp
+from unreid.engine.checkpoint import (
+    CHECKPOINT,
+    STEP_CHECKPOINT,
+    check_resume_config,
+    load_checkpoint,
+)
 from unreid.engine.run_lock import with_run_lock
 from unreid.errors import ConfigError
 from unreid.io import first_line
+from unreid.models.source import write_source_record
 
 if TYPE_CHECKING:
     from unreid.engine.trainer import Builders, Trainer
@@ -91,10 +100,10 @@ def train(
         :class:`TrainResult`. Raises :class:`TrainingError` on divergence (the
         last good checkpoint is kept) or when clustering finds no cluster.
     """
-    from unreid.engine import distributed as ddp
-    from unreid.engine.checkpoint import check_resume_config
+    # Imported here, not at the top: eval, extract, search and export import
+    # unreid.engine.checkpoint, which runs this file, and need none of the trainer's
+    # scikit-learn and matplotlib (about 1.5 s of CPU at start-up).
     from unreid.engine.trainer import Trainer
-    from unreid.models.source import write_source_record
 
     state, ckpt_path = None, None
     if resume is not None:
@@ -149,8 +158,6 @@ def train(
 
 
 def _dist_initialized() -> bool:
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized()
 
 
@@ -177,8 +184,6 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
 def _newest_checkpoint(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """The newest readable state of a run folder: the step checkpoint when it belongs
     to the epoch after the last finished one, else the epoch checkpoint."""
-    from unreid.engine.checkpoint import CHECKPOINT, STEP_CHECKPOINT, load_checkpoint
-
     epoch_path, step_path = run_dir / CHECKPOINT, run_dir / STEP_CHECKPOINT
     epoch_state = load_checkpoint(epoch_path) if epoch_path.is_file() else None
     if step_path.is_file():

@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from unreid.cluster import health_warnings, label_health
+from unreid.cluster.health import run_verdict
+from unreid.viz import save_report_data, select_report_samples, write_report
+
 if TYPE_CHECKING:
     from unreid.engine.trainer import Trainer
 
@@ -116,8 +120,6 @@ class HealthHook(HookBase):
         self.previous: np.ndarray | None = None
 
     def after_epoch(self) -> None:
-        from unreid.cluster import health_warnings, label_health
-
         t = self.trainer
         labels = t.labels
         if labels is None or not t.info.is_main:
@@ -139,8 +141,6 @@ class HealthHook(HookBase):
     def after_train(self) -> None:
         t = self.trainer
         if t.info.is_main:
-            from unreid.cluster.health import run_verdict
-
             line = run_verdict(t.records)
             if line:
                 t.log(line)
@@ -218,10 +218,8 @@ class ReportHook(HookBase):
         t = self.trainer
         if not t.info.is_main:
             return
-        import unreid.viz as viz
-
-        viz.save_report_data(t.run_dir, **self.report_arrays())
-        index = viz.write_report(t.run_dir)
+        save_report_data(t.run_dir, **self.report_arrays())
+        index = write_report(t.run_dir)
         t.log(f"report: {index}")
 
     def state_dict(self) -> dict[str, Any]:
@@ -281,8 +279,6 @@ class ReportHook(HookBase):
 
     def _samples(self, num_query: int, pool: int) -> tuple[np.ndarray, np.ndarray]:
         """The queries shown as ranked lists and the fixed sample of ``pool`` rows embedded."""
-        from unreid.viz import select_report_samples
-
         return select_report_samples(num_query, pool, num_ranked=self.num_queries,
                                      num_embed=self.num_embedded)
 

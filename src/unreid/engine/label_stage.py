@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from unreid.cluster import label_quality
 from unreid.config import Config
 from unreid.engine import distributed as ddp
 from unreid.engine.loop import EpochStats, derive_seed
@@ -173,8 +175,6 @@ class LabelStage:
         group["params"] = head_params
         if not self.info.enabled:
             return self.model
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [self.device] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.model, device_ids=ids)
 
@@ -197,8 +197,6 @@ class LabelStage:
         if labels.info:
             stats["info"] = dict(labels.info)
         if self.data.true_pids is not None and self.info.is_main:
-            from unreid.cluster import label_quality
-
             stats["label_quality"] = label_quality(labels.labels, self.data.true_pids,
                                                    self.data.camids)
             # a method's own ground-truth diagnostics (e.g. cross-camera link precision)

@@ -11,6 +11,7 @@ from unreid.config import Config
 from unreid.data.roots import load_run_dataset, split_images
 from unreid.engine import distributed as ddp
 from unreid.errors import TrainingError
+from unreid.masks import build_mask_provider, load_masks
 
 __all__ = ["TrainData", "load_train_data"]
 
@@ -56,8 +57,6 @@ def load_train_data(cfg: Config, info: ddp.DistInfo, *, uses_masks: bool) -> Tra
         images = split_images(train, cfg, progress=False)
     masks = None
     if uses_masks:
-        from unreid.masks import build_mask_provider, load_masks
-
         m = cfg.masks
         provider = build_mask_provider(
             m.provider, mask_dir=m.mask_dir, noise=m.noise, allow_missing=m.allow_missing,

@@ -46,6 +46,8 @@ from unreid.errors import TrainingError
 from unreid.eval import evaluate_split
 from unreid.methods import PseudoLabels, build_method, model_feature
 from unreid.methods.base import BatchSampler
+from unreid.models import build_model as build_reid_model
+from unreid.models import extract_features
 from unreid.models.precision import Precision, autocast, extraction_precision, resolve_precision
 
 __all__ = [
@@ -73,8 +75,6 @@ def lr_factor(epoch: int, *, warmup_epochs: int, warmup_factor: float, step_size
 
 def build_model(cfg: Config, feature: str) -> nn.Module:
     """The re-id model of ``cfg.model`` retrieving ``feature`` (``bn`` or ``pool``)."""
-    from unreid.models import build_model as build_reid_model
-
     return build_reid_model(cfg.model, 0, feature=feature)
 
 
@@ -238,8 +238,6 @@ class Trainer(TrainerBase):
 
     def extract(self, images: np.ndarray, masks: np.ndarray | None = None) -> torch.Tensor:
         """(N, D) float32 CPU features of ``images`` (this rank's shard, then gathered)."""
-        from unreid.models import extract_features
-
         n = len(images)
         a, b = ddp.shard_bounds(n, self.info.rank, self.info.world_size)
         if self.extract_precision is None:
