@@ -268,6 +268,8 @@ def resolve_device(
     ``local_rank`` (each DDP process its own). ``setting`` names the knob in the
     one-line :class:`ConfigError` for an unknown spec or CUDA asked but missing.
     """
+    # torch (~2 s of CPU) is imported only where it is used: synth, check-data and cache
+    # import this module and never need it
     import torch
 
     spec = "auto" if spec is None else str(spec)
@@ -339,7 +341,7 @@ def load_plain(path: str | Path, *, name: str, plain: str,
             file holding classes or functions; ``NAME PATH cannot be read (REASON)``
             for a damaged or foreign file.
     """
-    import torch
+    import torch  # not at the top: see resolve_device
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -95,7 +95,7 @@ def _check_seed(seed: int, who: str) -> int:
 
 
 def _faiss_available() -> bool:
-    try:
+    try:  # faiss is optional: the faiss extra (faiss-cpu)
         import faiss  # noqa: F401
     except ImportError:
         return False
@@ -107,7 +107,7 @@ def _assign(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centre by cosine: labels (N,) int64 and their similarities (N,) float32."""
     if backend == "faiss":
-        import faiss
+        import faiss  # the faiss extra; the backend is chosen only when it is installed
 
         index = faiss.IndexFlatIP(centres.shape[1])
         index.add(np.ascontiguousarray(centres.numpy()))

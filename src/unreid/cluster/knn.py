@@ -61,7 +61,7 @@ _BLOCK_ELEMS = 1 << 24
 
 
 def _faiss_available() -> bool:
-    try:
+    try:  # faiss is optional: the faiss extra (faiss-cpu)
         import faiss  # noqa: F401
     except ImportError:
         return False
@@ -184,7 +184,7 @@ def scan(
 def _faiss_knn(x: torch.Tensor, inv_norm: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The same answer from faiss ``IndexFlatIP`` (exact inner products), then the same
     self-first and tie rules applied to faiss's k results."""
-    import faiss
+    import faiss  # the faiss extra; this path is taken only when it is installed
 
     xn = np.ascontiguousarray((x * inv_norm[:, None]).float().cpu().numpy())
     index = faiss.IndexFlatIP(xn.shape[1])
@@ -218,7 +218,7 @@ def _faiss_approx_knn(
     PCA projection of the normalised rows (``_PCA_DIM`` dims, so the GEMM costs D /
     _PCA_DIM times less), re-scored with the full features (faiss ``IndexRefineFlat``,
     ``_REFINE`` x k candidates). Rows are normalised block by block."""
-    import faiss
+    import faiss  # the faiss extra; this path is taken only when it is installed
 
     n, d = x.shape
     sample = np.random.default_rng(0).choice(n, size=min(n, _PCA_SAMPLE), replace=False)

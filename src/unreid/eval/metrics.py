@@ -56,6 +56,7 @@ output instead).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ import numpy as np
 import torch
 
 from unreid.errors import ConfigError, DataError
+from unreid.eval.protocol import resolve_protocol, self_matches
 from unreid.io import FeatureFile
 
 __all__ = [
@@ -660,16 +662,14 @@ def evaluate_protocol(
         paths: (Q,), (G,) image paths; under all-gallery a gallery image that is the query
             image itself is ignored for that query. None: nothing is excluded.
     """
-    import dataclasses
-
-    from unreid.eval.protocol import resolve_protocol, self_matches
-
     chosen = resolve_protocol(protocol, np.asarray(q_camids), np.asarray(g_camids))
     exclude = None
     if chosen.all_gallery and paths is not None:
         exclude = self_matches(paths[0], paths[1])
     labels = (q_pids, g_pids, q_camids, g_camids)
     if rerank:
+        # unreid.cluster brings scikit-learn (~1 s of CPU): only a re-ranked evaluation
+        # (eval --rerank, eval-features --rerank) pays for it
         from unreid.cluster import rerank as k_reciprocal_rerank
 
         dist = k_reciprocal_rerank(torch.as_tensor(q_feats), torch.as_tensor(g_feats))

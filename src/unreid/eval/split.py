@@ -34,6 +34,8 @@ def evaluate_split(
     """
     q, g = dataset.query, dataset.gallery
     if standardize_cameras:
+        # unreid.cluster brings scikit-learn (~1 s of CPU): `unreid eval` pays for it only
+        # with camera.standardize_test
         from unreid.cluster import standardize_per_camera
 
         both = standardize_per_camera(

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from unreid.data.cache import resolve_cache_dir
-from unreid.data.images import files_digest, to_rgb, write_array_cache
+from unreid.data.images import files_digest, load_images, to_rgb, write_array_cache
 from unreid.errors import ConfigError, DataError
 from unreid.io import atomic_write_bytes, first_line, refuse_overlap
 from unreid.masks.base import MaskProvider, relative_image_name, resize_nearest, write_mask_png
@@ -183,8 +183,6 @@ def load_masks(
             provider.stats = dict(meta["stats"])
             return np.load(cache_file, mmap_mode="r")
     if provider.needs_images and images is None:
-        from unreid.data.images import load_images
-
         images = load_images(paths, height, width, cache_dir=cache_dir, progress=progress)
     provider.reset_stats()
     shape = (len(paths), 1, height, width)

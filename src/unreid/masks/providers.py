@@ -202,7 +202,7 @@ class MediaPipeMaskProvider(MaskProvider):
     ) -> None:
         super().__init__()
         try:
-            import mediapipe as mp
+            import mediapipe as mp  # the masks extra
         except ImportError:
             raise ConfigError(
                 "masks.provider=mediapipe needs the mediapipe package: "

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from unreid.config import Config
+from unreid.data.sampler import PKSampler
 
 if TYPE_CHECKING:
     from unreid.models import ReIDModel
@@ -208,8 +209,6 @@ class Method:
         self, labels: PseudoLabels, *, seed: int, rank: int = 0, world_size: int = 1
     ) -> BatchSampler:
         """The epoch's batch sampler; default: P x K over the labels (outliers never drawn)."""
-        from unreid.data.sampler import PKSampler
-
         return PKSampler(
             labels.labels,
             self.cfg.optim.num_identities,

@@ -64,6 +64,7 @@ from unreid.cluster import (
     standardize_per_camera,
 )
 from unreid.config import Config
+from unreid.data.sampler import ProxySampler
 from unreid.errors import ConfigError
 from unreid.losses import ProxyMemory, camera_proxies
 from unreid.methods.base import Gather, LabelInputs, PseudoLabels, identity_gather
@@ -229,8 +230,6 @@ class CAP(MemoryMethod):
     def sampler(self, labels: PseudoLabels, *, seed: int, rank: int = 0, world_size: int = 1):
         if not (self.proxies_on and bool(self.cfg.camera.proxy_sampler)):
             return super().sampler(labels, seed=seed, rank=rank, world_size=world_size)
-        from unreid.data.sampler import ProxySampler
-
         assert self._sample_proxy_np is not None, "build_head first"
         return ProxySampler(
             self._sample_proxy_np, self.cfg.optim.num_identities, self.cfg.optim.num_instances,

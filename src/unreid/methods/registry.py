@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
+from pathlib import Path
 
 from unreid.config import Config
 from unreid.errors import ConfigError
@@ -46,9 +47,9 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 
 def available_methods() -> list[str]:
     """Registered names plus the method files shipped in ``unreid/methods``."""
-    import unreid.methods as pkg
-
-    files = {m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in _NOT_METHODS}
+    # this file's folder is the package's: no need to import the package (a cycle)
+    shipped = pkgutil.iter_modules([str(Path(__file__).parent)])
+    files = {m.name for m in shipped if m.name not in _NOT_METHODS}
     return sorted(files | set(_REGISTRY))
 
 

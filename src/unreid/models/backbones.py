@@ -31,6 +31,8 @@ class TorchvisionResNet(Backbone):
 
     def __init__(self, arch: str, last_stride: int) -> None:
         super().__init__()
+        # each backbone imports its own library when built (a run builds one): tiny_cnn
+        # needs no torchvision (~1.5 s of CPU), a ResNet no timm (~0.5 s more)
         import torchvision
 
         net = getattr(torchvision.models, arch)(weights=None)
@@ -57,7 +59,7 @@ class EfficientNetLite(Backbone):
 
     def __init__(self, name: str, last_stride: int) -> None:
         super().__init__()
-        import timm
+        import timm  # not at the top: see TorchvisionResNet
 
         # Any: timm models expose their stages (blocks, num_features) as plain attributes
         net: Any = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from unreid.io import atomic_write_text
+from unreid.models.weights import read_weights_file
 
 __all__ = [
     "SOURCE_JSON",
@@ -90,8 +91,6 @@ def describe_source(path: str | Path) -> SourceModel:
     Raises:
         WeightsError: missing or unreadable file.
     """
-    from unreid.models.weights import read_weights_file  # torch: only when a file is read
-
     path = Path(path).expanduser().resolve()
     _, facts = read_weights_file(path)
     config = facts.get("config") or {}

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.manifold import TSNE
 
 __all__ = ["plot_embedding", "plot_training_curves", "tsne_2d"]
 
@@ -94,8 +95,6 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
 
 def tsne_2d(features: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """t-SNE of (N, D) features to (N, 2), seeded; perplexity adapted to small N."""
-    from sklearn.manifold import TSNE
-
     n = len(features)
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
     return TSNE(

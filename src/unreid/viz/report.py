@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+from PIL import Image
 
+from unreid.cluster.health import run_verdict
+from unreid.data.images import to_rgb
+from unreid.errors import DataError
 from unreid.io import atomic_write, atomic_write_text
 from unreid.viz.html import Markup, join, tag
 from unreid.viz.montage import cluster_montage, overlay_mask, ranked_list_image
@@ -77,18 +82,12 @@ def save_report_data(run_dir: str | Path, **arrays: Any) -> Path:
 
 
 def _load_thumb(path: str) -> np.ndarray:
-    from PIL import Image
-
-    from unreid.data.images import to_rgb
-
     with Image.open(path) as im:
         rgb = to_rgb(im).resize((_THUMB[1], _THUMB[0]), Image.Resampling.BILINEAR)
         return np.asarray(rgb).transpose(2, 0, 1)
 
 
 def _load_mask_thumb(path: str) -> np.ndarray | None:
-    from PIL import Image
-
     if not Path(path).is_file():
         return None
     with Image.open(path) as im:
@@ -135,8 +134,6 @@ def _ranked_png(data: dict[str, np.ndarray], out: Path, with_masks: bool) -> Pat
 
 
 def _stack(images: list) -> Any:
-    from PIL import Image
-
     width = max(im.width for im in images)
     height = sum(im.height for im in images) + 6 * (len(images) - 1)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
@@ -213,8 +210,6 @@ def _health_section(records: list[dict[str, Any]]) -> Markup:
     """Label health per epoch (clusters, outliers, largest cluster, cross-camera clusters,
     agreement with the previous epoch), the run's verdict and a non-Market protocol; the
     warning lines are in the Warnings section."""
-    from unreid.cluster.health import run_verdict
-
     keys = [("outlier_share", "outliers %", 100.0),
             ("largest_cluster_share", "largest cluster %", 100.0),
             ("multi_camera_share", "multi-camera clusters %", 100.0),
@@ -305,8 +300,6 @@ def _warnings_list(records: list[dict[str, Any]]) -> Markup:
 
 def _config_summary(config_text: str | None) -> Markup:
     """Method and data root of the run, read from its ``config.yaml`` (if it parses)."""
-    import yaml
-
     try:
         cfg = yaml.safe_load(config_text) if config_text else None
     except yaml.YAMLError:
@@ -334,8 +327,6 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
 
 def write_report(run_dir: str | Path, *, with_masks: bool = False) -> Path:
     """Write ``RUN_DIR/report/index.html`` and its pictures; return the HTML path."""
-    from unreid.errors import DataError
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"run folder {run_dir} not found: pass the RUN_DIR of a training run")
