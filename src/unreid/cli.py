@@ -82,7 +82,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 def cmd_eval_features(args: argparse.Namespace) -> None:
     from unreid.eval import evaluate_npz
 
-    _check_protocol(args)
+    _check_flags(args)
     protocol = "all-gallery" if args.all_gallery else args.protocol
     result = evaluate_npz(args.file, protocol=protocol, rerank=args.rerank)
     _print_result(result)
@@ -95,7 +95,7 @@ def _print_result(result) -> None:
 
 
 def _add_protocol_arg(p: argparse.ArgumentParser) -> None:
-    # checked by _check_protocol, not argparse choices: the list lives in unreid.eval,
+    # checked by _check_flags, not argparse choices: the list lives in unreid.eval,
     # whose import brings torch, and `unreid --help` must not wait for torch
     p.add_argument(
         "--protocol", default="auto",
@@ -130,23 +130,26 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"continue with unreid train --resume {shlex.quote(str(run_dir))}") from None
 
 
-def _check_batch_size(args: argparse.Namespace) -> None:
+# Flags that set a config value: (attribute, config key, flag), checked by the key's rule
+_CHECKED_FLAGS = (
+    ("batch_size", "eval.batch_size", "--batch-size"),
+    ("protocol", "eval.protocol", "--protocol"),
+)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuse a bad value of a flag in _CHECKED_FLAGS before anything is loaded."""
     from unreid.config import check_value
 
-    check_value("eval.batch_size", args.batch_size, "--batch-size")
-
-
-def _check_protocol(args: argparse.Namespace) -> None:
-    from unreid.config import check_value
-
-    check_value("eval.protocol", args.protocol, "--protocol")
+    for attr, key, flag in _CHECKED_FLAGS:
+        if attr in vars(args):
+            check_value(key, getattr(args, attr), flag)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from unreid.apps.inference import evaluate_checkpoint
 
-    _check_batch_size(args)
-    _check_protocol(args)
+    _check_flags(args)
     result = evaluate_checkpoint(
         args.checkpoint, _load(args), rerank=args.rerank, batch_size=args.batch_size,
         protocol=args.protocol,
@@ -157,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     from unreid.apps.inference import extract_to_npz
 
-    _check_batch_size(args)
+    _check_flags(args)
     path = extract_to_npz(args.checkpoint, _load(args), args.out, batch_size=args.batch_size)
     print(f"features written to {path}")
 
@@ -183,7 +186,7 @@ def cmd_masks(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     from unreid.apps.search import search
 
-    _check_batch_size(args)
+    _check_flags(args)
     result = search(
         args.checkpoint,
         gallery=args.gallery,
