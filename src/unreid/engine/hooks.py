@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from unreid import viz
 from unreid.cluster import health_warnings, label_health
 from unreid.cluster.health import run_verdict
-from unreid.viz import save_report_data, select_report_samples, write_report
 
 if TYPE_CHECKING:
     from unreid.engine.trainer import Trainer
@@ -218,8 +218,8 @@ class ReportHook(HookBase):
         t = self.trainer
         if not t.info.is_main:
             return
-        save_report_data(t.run_dir, **self.report_arrays())
-        index = write_report(t.run_dir)
+        viz.save_report_data(t.run_dir, **self.report_arrays())
+        index = viz.write_report(t.run_dir)
         t.log(f"report: {index}")
 
     def state_dict(self) -> dict[str, Any]:
@@ -279,8 +279,8 @@ class ReportHook(HookBase):
 
     def _samples(self, num_query: int, pool: int) -> tuple[np.ndarray, np.ndarray]:
         """The queries shown as ranked lists and the fixed sample of ``pool`` rows embedded."""
-        return select_report_samples(num_query, pool, num_ranked=self.num_queries,
-                                     num_embed=self.num_embedded)
+        return viz.select_report_samples(num_query, pool, num_ranked=self.num_queries,
+                                         num_embed=self.num_embedded)
 
 
 def default_hooks(cfg: Any) -> list[HookBase]:
