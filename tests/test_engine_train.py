@@ -217,10 +217,10 @@ def counting_trainer(calls: list[int]) -> type[Trainer]:
     """A Trainer that appends the epoch to ``calls`` whenever it extracts the training images."""
 
     class Counting(Trainer):
-        def extract(self, images: np.ndarray, masks: np.ndarray | None = None) -> torch.Tensor:
+        def extract(self, images: np.ndarray, mask_sets=(None,)) -> list[torch.Tensor]:
             if images is self.data.images:
                 calls.append(self.epoch)
-            return super().extract(images, masks)
+            return super().extract(images, mask_sets)
 
     return Counting
 

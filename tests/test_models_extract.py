@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unreid.config import ModelConfig
-from unreid.models import build_model, extract_features
+from unreid.models import build_model, extract_feature_sets, extract_features
 
 N, H, W = 10, 64, 32
 
@@ -118,3 +118,20 @@ def test_empty_input_and_bad_masks(model, images) -> None:
     assert extract_features(model, images[:0], progress=False).shape == (0, 96)
     with pytest.raises(ValueError, match=r"masks must be \(N, 1, H, W\)"):
         extract_features(model, images, masks=np.ones((N, 3, H, W), np.uint8), progress=False)
+
+
+def test_feature_sets_read_each_batch_once_and_equal_separate_passes(model, images) -> None:
+    masks = np.zeros((N, 1, H, W), np.uint8)
+    masks[:, :, : H // 2] = 1
+    rec = images.view(SliceRecorder)
+    rec.reads = []
+    plain, masked = extract_feature_sets(model, rec, [None, masks], batch_size=4,
+                                         progress=False)
+    assert rec.reads == [4, 4, 2]  # the images are read once for both sets
+    assert torch.equal(plain, extract_features(model, images, batch_size=4, progress=False))
+    assert torch.equal(masked, extract_features(model, images, batch_size=4, masks=masks,
+                                                progress=False))
+    empty = extract_feature_sets(model, images[:0], [None, masks[:0]], progress=False)
+    assert [tuple(f.shape) for f in empty] == [(0, 96), (0, 96)]
+    with pytest.raises(ValueError, match="at least one feature set"):
+        extract_feature_sets(model, images, [], progress=False)

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -43,7 +43,8 @@ __all__ = ["EpochLabels", "LabelStage", "check_finite"]
 
 SAMPLER_STREAM = 1  # derive_seed tag of the samplers' seeds
 
-Extract = Callable[[np.ndarray, "np.ndarray | None"], torch.Tensor]
+# (images, mask sets: None for the plain images) -> one (N, D) CPU feature set each
+ExtractSets = Callable[[np.ndarray, Sequence["np.ndarray | None"]], list[torch.Tensor]]
 
 
 @dataclass
@@ -77,7 +78,8 @@ class LabelStage:
         cfg: resolved config.
         info: DDP position.
         device: training device.
-        extract: ``(images, masks or None) -> (N, D)`` CPU features of all images.
+        extract: ``(images, mask sets) -> [(N, D), ...]`` CPU features of all images,
+            one set per entry (``None``: the plain images), from one read of the images.
         last_good: the checkpoint named when features turn non-finite.
     """
 
@@ -91,7 +93,7 @@ class LabelStage:
         cfg: Config,
         info: ddp.DistInfo,
         device: torch.device,
-        extract: Extract,
+        extract: ExtractSets,
         last_good: Path,
     ) -> None:
         self.method = method
@@ -111,11 +113,12 @@ class LabelStage:
         feats, fg = None, None
         if self.method.wants_features():
             start = time.perf_counter()
-            feats = self.extract(self.data.images, None)
+            mask_sets = [None, self.data.masks] if self.method.uses_masks else [None]
+            feats, *rest = self.extract(self.data.images, mask_sets)
             check_finite(feats, f"features of the training images at epoch {epoch + 1}",
                          self.last_good)
-            if self.method.uses_masks:
-                fg = self.extract(self.data.images, self.data.masks)
+            if rest:
+                fg = rest[0]
                 check_finite(fg, f"foreground features at epoch {epoch + 1}", self.last_good)
             stats.add_seconds("extract", time.perf_counter() - start)
 

@@ -47,7 +47,7 @@ from unreid.eval import evaluate_split
 from unreid.methods import PseudoLabels, build_method, model_feature
 from unreid.methods.base import BatchSampler
 from unreid.models import build_model as build_reid_model
-from unreid.models import extract_features
+from unreid.models import extract_feature_sets
 from unreid.models.precision import Precision, autocast, extraction_precision, resolve_precision
 
 __all__ = [
@@ -236,23 +236,26 @@ class Trainer(TrainerBase):
     def end_epoch(self) -> None:
         self.current = None
 
-    def extract(self, images: np.ndarray, masks: np.ndarray | None = None) -> torch.Tensor:
-        """(N, D) float32 CPU features of ``images`` (this rank's shard, then gathered)."""
+    def extract(
+        self, images: np.ndarray, mask_sets: Sequence[np.ndarray | None] = (None,)
+    ) -> list[torch.Tensor]:
+        """One (N, D) float32 CPU feature set per entry of ``mask_sets`` (None: the plain
+        images), from one read of ``images`` (this rank's shard, then gathered)."""
         n = len(images)
         a, b = ddp.shard_bounds(n, self.info.rank, self.info.world_size)
         if self.extract_precision is None:
             self.extract_precision = self._decide_extract_precision(images)
-        feats = extract_features(
+        sets = extract_feature_sets(
             self.model,
             images[a:b],
+            [None if m is None else m[a:b] for m in mask_sets],
             batch_size=int(self.cfg.eval.batch_size),
             device=self.device,
-            masks=None if masks is None else masks[a:b],
             progress=self.info.is_main,
             precision=self.extract_precision,
         )
         comm = self.device if self.device.type == "cuda" else torch.device("cpu")
-        return ddp.gather_shards(feats.float().cpu(), n, comm)
+        return [ddp.gather_shards(f.float().cpu(), n, comm) for f in sets]
 
     def _decide_extract_precision(self, images: np.ndarray) -> Precision:
         """Rank 0 decides (so every shard is extracted alike) and logs the choice."""
@@ -334,8 +337,7 @@ class Trainer(TrainerBase):
             return None
         ddp.broadcast_module(self.model)
         q_images, g_images = self.eval_images()
-        qf = self.extract(q_images)
-        gf = self.extract(g_images)
+        (qf,), (gf,) = self.extract(q_images), self.extract(g_images)
         self.model.train()
         if not self.info.is_main:
             return None

@@ -5,7 +5,7 @@ in, L2-normalised features out in eval mode, :class:`ModelOutput` in train
 mode); ``extract_features(model, uint8 images)`` -> (N, D) float32 on CPU.
 """
 
-from unreid.models.extract import extract_features
+from unreid.models.extract import extract_feature_sets, extract_features
 from unreid.models.head import GeM, ModelOutput, ReIDHead
 from unreid.models.registry import Backbone, create_backbone, list_backbones, register_backbone
 from unreid.models.reid_model import ReIDModel, build_model, load_weights_file
@@ -30,6 +30,7 @@ __all__ = [
     "Weights",
     "build_model",
     "create_backbone",
+    "extract_feature_sets",
     "extract_features",
     "find_imagenet_weights",
     "known_weights",

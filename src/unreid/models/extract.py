@@ -1,6 +1,13 @@
-"""Batched feature extraction from decoded uint8 images (in memory or memory-mapped)."""
+"""Batched feature extraction from decoded uint8 images (in memory or memory-mapped).
+
+:func:`extract_feature_sets` reads each batch of images once and runs one forward
+pass per mask set (e.g. SFE-CR's input and foreground features, ``x`` and
+``x * mask``); :func:`extract_features` is its one-set case.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -10,7 +17,7 @@ from torch import nn
 from unreid.models.precision import Precision, autocast
 from unreid.progress import progress_bar
 
-__all__ = ["extract_features"]
+__all__ = ["extract_feature_sets", "extract_features"]
 
 
 def extract_features(
@@ -26,6 +33,32 @@ def extract_features(
 ) -> torch.Tensor:
     """L2-normalised features of ``images`` (eval mode, no autograd).
 
+    The one-set case of :func:`extract_feature_sets` (``mask_sets=[masks]``): see
+    there for the arguments. Returns (M, D) float32 CPU features.
+    """
+    return extract_feature_sets(
+        model, images, [masks], batch_size=batch_size, device=device, progress=progress,
+        indices=indices, precision=precision,
+    )[0]
+
+
+def extract_feature_sets(
+    model: nn.Module,
+    images: np.ndarray,
+    mask_sets: Sequence[np.ndarray | None],
+    *,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    indices: np.ndarray | None = None,
+    precision: Precision | None = None,
+) -> list[torch.Tensor]:
+    """L2-normalised features of ``images``, one set per entry of ``mask_sets``.
+
+    Each batch of images is read (and converted) once; each mask set then gets
+    its own forward pass of ``batch_size`` images, so peak memory is that of
+    one set's batch.
+
     Args:
         model: a :class:`~unreid.models.ReIDModel` (or anything whose eval-mode
             forward maps [0, 1] images (B, 3, H, W) to (B, D) features). It is
@@ -34,7 +67,8 @@ def extract_features(
             never loaded whole.
         batch_size: images per forward pass.
         device: where to run; default the model's device.
-        masks: optional (N, 1, H, W) foreground masks: uint8 0/1 (what
+        mask_sets: one entry per feature set: ``None`` for the plain images, or
+            (N, 1, H, W) foreground masks: uint8 0/1 (what
             :func:`unreid.masks.load_masks` gives) or 0..255 (any value > 1 means
             the array is scaled to 255), or float in [0, 1]; the image is
             multiplied by the mask before the forward pass (SFE-CR's G = x * P).
@@ -46,20 +80,26 @@ def extract_features(
             float32 either way.
 
     Returns:
-        (M, D) float32 CPU tensor with unit rows (an ordinary tensor, usable in autograd).
+        one (M, D) float32 CPU tensor with unit rows per mask set, in order (ordinary
+        tensors, usable in autograd).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (N, 3, H, W), got shape {images.shape}")
-    if masks is not None and (
-        masks.ndim != 4 or masks.shape[0] != images.shape[0] or masks.shape[1] != 1
-        or masks.shape[2:] != images.shape[2:]
-    ):
-        raise ValueError(f"masks must be (N, 1, H, W) for images {images.shape}, got {masks.shape}")
-    # One scale for the whole array: a 0/1 batch of a 0..255 array must not be read as 0/1.
-    mask_scale = 255.0 if masks is not None and masks.dtype == np.uint8 and masks.max() > 1 \
-        else 1.0
+    if not mask_sets:
+        raise ValueError("mask_sets must name at least one feature set (None: plain images)")
+    for masks in mask_sets:
+        if masks is not None and (
+            masks.ndim != 4 or masks.shape[0] != images.shape[0] or masks.shape[1] != 1
+            or masks.shape[2:] != images.shape[2:]
+        ):
+            raise ValueError(
+                f"masks must be (N, 1, H, W) for images {images.shape}, got {masks.shape}")
+    # One scale per mask array: a 0/1 batch of a 0..255 array must not be read as 0/1.
+    mask_scales = [255.0 if m is not None and m.dtype == np.uint8 and m.size and m.max() > 1
+                   else 1.0
+                   for m in mask_sets]
     rows = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     dev = torch.device(device) if device is not None else _model_device(model)
     model.to(dev)
@@ -70,32 +110,35 @@ def extract_features(
 
     was_training = model.training
     model.eval()
-    out: torch.Tensor | None = None
+    outs: list[torch.Tensor] = []
     bar = progress_bar(total=len(rows), desc="extract", unit="img", leave=False,
                        enabled=progress)
     try:
         with torch.inference_mode(), autocast(dev, precision):
             for start in range(0, len(rows), batch_size):
                 sel = rows[start:start + batch_size]
-                x = _batch(images, sel, dev).div_(255.0)
-                if masks is not None:
-                    m = _batch(masks, sel, dev)
-                    x = x * (m.div_(mask_scale) if mask_scale != 1.0 else m)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                feats = F.normalize(model(x).float(), dim=1).cpu()  # re-normalise after bf16/fp16
-                if out is None:
-                    # Allocated outside the batch loop's inference tensors' reach (see below).
-                    out = _empty(len(rows), feats.shape[1])
-                out[start:start + len(sel)] = feats
+                images_batch = _batch(images, sel, dev).div_(255.0)
+                for k, (masks, scale) in enumerate(zip(mask_sets, mask_scales, strict=True)):
+                    x = images_batch
+                    if masks is not None:
+                        m = _batch(masks, sel, dev)
+                        x = x * (m.div_(scale) if scale != 1.0 else m)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    # Re-normalised in float32 after a bf16/fp16 forward.
+                    feats = F.normalize(model(x).float(), dim=1).cpu()
+                    if len(outs) <= k:
+                        # Allocated outside the batch loop's inference tensors' reach (see below).
+                        outs.append(_empty(len(rows), feats.shape[1]))
+                    outs[k][start:start + len(sel)] = feats
                 bar.update(len(sel))
     finally:
         bar.close()
         model.train(was_training)
-    if out is None:
+    if not outs:
         dim = int(getattr(net, "feature_dim", 0))
-        return torch.zeros(0, dim)
-    return out
+        return [torch.zeros(0, dim) for _ in mask_sets]
+    return outs
 
 
 def _empty(n: int, d: int) -> torch.Tensor:
