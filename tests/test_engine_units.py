@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,10 +25,12 @@ from unreid.engine.checkpoint import (
     set_rng_state,
 )
 from unreid.engine.distributed import gather_shards, shard_bounds
+from unreid.engine.hooks import HealthHook
 from unreid.engine.logger import RunLogger, jsonable
 from unreid.engine.loop import derive_seed
 from unreid.engine.trainer import lr_factor
 from unreid.errors import ConfigError, WeightsError
+from unreid.methods import PseudoLabels
 
 
 def test_lr_factor_warms_up_linearly_then_steps_down() -> None:
@@ -164,3 +167,25 @@ def test_cli_set_takes_several_overrides_per_flag() -> None:
     assert args.set == ["cluster.eps=0.5", "optim.epochs=2", "run.seed=3"]
     cfg = load_config([], ["data.root=/d", *args.set])
     assert (cfg.cluster.eps, cfg.optim.epochs, cfg.run.seed) == (0.5, 2, 3)
+
+
+def test_health_hook_warns_about_pseudo_labels_but_not_ground_truth() -> None:
+    """A singleton-heavy labelling warns for a clustering method (a knob can fix it) and
+    not for a supervised one (ground truth: e.g. identities with one image)."""
+    labels = PseudoLabels(np.arange(12, dtype=np.int64), 12)  # every sample alone
+    logged: dict[bool, list[str]] = {}
+    records: dict[bool, dict] = {}
+    for supervised in (False, True):
+        logged[supervised], records[supervised] = [], {}
+        hook = HealthHook()
+        hook.trainer = SimpleNamespace(  # type: ignore[assignment]
+            labels=labels, info=SimpleNamespace(is_main=True), epoch=0,
+            data=SimpleNamespace(camids=np.array([0, 1] * 6),
+                                 dataset=SimpleNamespace(has_cameras=True)),
+            record=records[supervised], method=SimpleNamespace(supervised=supervised),
+            log=logged[supervised].append)
+        hook.after_epoch()
+    assert records[False]["health"] == records[True]["health"]
+    assert records[False]["warnings"] and any("one sample" in w for w in records[False]["warnings"])
+    assert any(line.startswith("warning: epoch 1:") for line in logged[False])
+    assert "warnings" not in records[True] and logged[True] == []

@@ -112,9 +112,10 @@ class EvalHook(HookBase):
 class HealthHook(HookBase):
     """Label health every epoch (:func:`unreid.cluster.label_health`): the epoch's record
     gets ``health`` and, for each number out of its sane range, a line in ``warnings``
-    (also logged). The previous epoch's labels (for the agreement score) are state, so a
-    resumed run scores as the uninterrupted one. At the end one line says so when the run
-    ends below its initial evaluation or with degenerate labels."""
+    (also logged; none for a supervised method, whose labels are the truth). The previous
+    epoch's labels (for the agreement score) are state, so a resumed run scores as the
+    uninterrupted one. At the end one line says so when the run ends below its initial
+    evaluation or with degenerate labels."""
 
     def __init__(self) -> None:
         self.previous: np.ndarray | None = None
@@ -127,7 +128,9 @@ class HealthHook(HookBase):
         health = label_health(labels.labels, t.data.camids, self.previous,
                               has_cameras=bool(t.data.dataset.has_cameras))
         t.record["health"] = health
-        lines = health_warnings(health, auto="auto" in (labels.info or {}))
+        # Ground-truth labels (supervised) are what they are: no clustering knob to suggest.
+        lines = [] if t.method.supervised else \
+            health_warnings(health, auto="auto" in (labels.info or {}))
         if lines:
             t.record["warnings"] = lines
         auto = (labels.info or {}).get("auto")
