@@ -49,7 +49,8 @@ class Row:
             a mask provider.
         mask_sensitive: its labels depend on the mask content, so it is re-run when the
             masks change (GT vs noisy); otherwise one run stands for every mask setting.
-        train: False = evaluate the initial weights only (``optim.epochs=0``).
+        train: False = evaluate the initial weights only (``unreid train --eval-only``, in
+            :func:`eval_start`).
         kmeans: k-means methods (pul, rsl): the bench gives them ``cluster.num_classes``
             and ``cluster.min_selected`` (:func:`kmeans_overrides`).
     """
@@ -88,6 +89,11 @@ ROWS: tuple[Row, ...] = (
     Row("sfe_cr_fg", "sfe_cr (foreground)", (*SFE_CR, "method.global_features=foreground"),
         reads_masks=True, mask_sensitive=True),
 )
+
+
+# CAP (camera proxies, method cap) as the benches run it: the inter-camera loss starts after
+# the first epoch, since CAP's epoch 5 would never come in a 3-4 epoch budget.
+CAP = ("method.name=cap", "camera.inter_start_epoch=1")
 
 
 def select(rows: Sequence[Row], spec: str | None) -> list[Row]:
@@ -145,6 +151,7 @@ class Job:
     seed: int
     run_dir: Path
     overrides: tuple[str, ...]
+    train: bool = True
 
 
 def kmeans_overrides(args: argparse.Namespace) -> list[str]:
@@ -164,9 +171,7 @@ def make_job(row: Row, args: argparse.Namespace, seed: int, run_dir: Path,
     overrides = [*budget_overrides(args), *row.overrides,
                  *(kmeans_overrides(args) if row.kmeans else ()), *extra,
                  f"run.seed={seed}", f"cluster.seed={seed}", *args.set]
-    if not row.train:
-        overrides.append("optim.epochs=0")  # evaluate the initial weights, train nothing
-    return Job(row.label, variant, seed, run_dir.resolve(), tuple(overrides))
+    return Job(row.label, variant, seed, run_dir.resolve(), tuple(overrides), train=row.train)
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, out: str, seeds: Sequence[int],
@@ -289,11 +294,16 @@ def run_or_load(job: Job) -> Outcome:
     cfg = load_config([], overrides)  # a typo fails here, before any child starts
     check_same_config(run_dir, to_container(cfg))
     status = "loaded"
-    if not finished(read_records(run_dir), int(cfg.optim.epochs)):
+    records = read_records(run_dir)
+    done = final_eval(records) is not None if not job.train else finished(
+        records, int(cfg.optim.epochs))
+    if not done:
         from unreid.engine.checkpoint import CHECKPOINT, STEP_CHECKPOINT
 
         cmd = [sys.executable, "-m", "unreid", "train"]
-        if (run_dir / CHECKPOINT).is_file() or (run_dir / STEP_CHECKPOINT).is_file():
+        if not job.train:  # the initial weights evaluated: this module's eval-start
+            cmd = [sys.executable, str(Path(__file__).resolve()), "eval-start"]
+        elif (run_dir / CHECKPOINT).is_file() or (run_dir / STEP_CHECKPOINT).is_file():
             cmd += ["--resume", str(run_dir)]
         for item in overrides:
             cmd += ["--set", item]
@@ -309,14 +319,25 @@ def run_or_load(job: Job) -> Outcome:
     ev = final_eval(records) or {}
     quality = last_label_quality(records)
     values = {k: float(ev[k]) for k in ("mAP", "R1", "R5", "R10", "mINP") if k in ev}
+    # the same run's evaluation before training (its start, on the features it retrieves
+    # with: pul and rsl use pool5, the others the BN neck)
+    first = next((r["eval"] for r in records if "eval" in r), {})
+    if "mAP" in first:
+        values["start_mAP"] = float(first["mAP"])
     for key in ("ari", "multi_camera_share", "cross_camera_pair_precision"):
         if isinstance(quality.get(key), int | float):
             values[key] = float(quality[key])
-    # pul and rsl: the share of the training images their lambda kept in the last epoch
-    info = next((r["info"] for r in reversed(records) if isinstance(r.get("info"), dict)), {})
-    kept = info.get("reliable", info.get("selected"))
-    if isinstance(kept, int | float) and quality.get("num_samples"):
-        values["selected_share"] = float(kept) / float(quality["num_samples"])
+    # pul and rsl: the share of the training images they kept in the last epoch (after the
+    # min_selected floor), and the share lambda alone passed in the first and last epochs
+    infos = [r["info"] for r in records if isinstance(r.get("info"), dict)]
+    n = quality.get("num_samples")
+    if infos and n:
+        kept = infos[-1].get("reliable", infos[-1].get("selected"))
+        if isinstance(kept, int | float):
+            values["selected_share"] = float(kept) / float(n)
+        for key, info in (("above_lambda_first", infos[0]), ("above_lambda_share", infos[-1])):
+            if isinstance(info.get("above_lambda"), int | float):
+                values[key] = float(info["above_lambda"]) / float(n)
     values.update(_time_and_memory(run_dir, records))
     return Outcome(job.label, job.variant, job.seed, run_dir, status, values)
 
@@ -462,6 +483,23 @@ def describe_dataset(root: str) -> str:
             f"{len(ds.gallery)} gallery images")
 
 
+def eval_start(overrides: Sequence[str]) -> None:
+    """Evaluate a config's initial weights (``unreid train --eval-only``) and record it in
+    its run folder as a run would: ``config.yaml`` and one ``metrics.jsonl`` line
+    ``{"epoch": 0, "eval": ...}``, so the table reads it back like a trained row (the
+    schema wants ``optim.epochs >= 1``, so an untrained row keeps the budget's epochs)."""
+    from unreid.config import load_config, save_config
+    from unreid.engine import train
+
+    cfg = load_config([], overrides)
+    run_dir = Path(cfg.run.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = train(cfg, eval_only=True)
+    save_config(cfg, run_dir / "config.yaml")
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in result.records))
+
+
 def command_line(script: str) -> str:
     return shlex.join(["python", f"bench/{script}", *sys.argv[1:]])
 
@@ -470,3 +508,10 @@ def write_results(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"written {path}")
+
+
+if __name__ == "__main__":  # the child of an untrained row: eval-start --set KEY=VALUE ...
+    parsed = argparse.ArgumentParser(prog="_runs.py")
+    parsed.add_argument("command", choices=["eval-start"])
+    parsed.add_argument("--set", action="append", default=[])
+    eval_start(parsed.parse_args().set)

@@ -39,6 +39,7 @@ import sys
 from pathlib import Path
 
 from _runs import (
+    CAP,
     REPO,
     RESULTS,
     ROWS,
@@ -62,11 +63,9 @@ ESTIMATE = "2 h 0 min of one core for the 26 runs (measured; see the module docs
 # the variants' labels spelled as the config key, for the table
 _LABELS = {"sfe_cr_fused": "sfe_cr (global_features=fused)",
            "sfe_cr_fg": "sfe_cr (global_features=foreground)"}
-# Camera-aware parts, each alone and combined (method cap; see unreid/methods/cap.py). The
-# inter-camera loss starts after the first epoch: CAP's epoch 5 would never come in a
-# 4-epoch budget. "alone" for a label option = cluster-contrast's memory
-# (camera.proxies=false) with that option.
-CAP = ("method.name=cap", "camera.inter_start_epoch=1")
+# Camera-aware parts, each alone and combined (method cap; see unreid/methods/cap.py; the
+# inter-camera loss from the second epoch: _runs.CAP). "alone" for a label option =
+# cluster-contrast's memory (camera.proxies=false) with that option.
 CAMERA_ROWS = (
     Row("ca_jaccard", "+CA-Jaccard only", (*CAP, "camera.proxies=false",
                                            "cluster.jaccard=camera_aware")),

@@ -32,7 +32,7 @@ RSL_CAMS = np.array([0, 0, 1, 1, 2, 2])
 
 @pytest.mark.parametrize("t", [0.02, 1.0])
 def test_rsl_hand_case_selection_labels_and_soft_targets(t):
-    labels, soft, selected = reliable_soft_labels(
+    labels, soft, selected, _ = reliable_soft_labels(
         unit(RSL_ANGLES), RSL_CAMS, 1, 2, lambda_=0.85, t=t, seed=0
     )
     assert selected.tolist() == [True, True, False, False, True, True]
@@ -49,7 +49,7 @@ def test_rsl_hand_case_selection_labels_and_soft_targets(t):
 
 
 def test_rsl_low_lambda_selects_everyone_and_returns_no_soft_rows():
-    labels, soft, selected = reliable_soft_labels(
+    labels, soft, selected, _ = reliable_soft_labels(
         unit(RSL_ANGLES), RSL_CAMS, 1, 2, lambda_=0.7, seed=0
     )
     assert selected.all() and soft.shape == (0, 2)
@@ -62,7 +62,7 @@ def test_rsl_single_camera_derives_mk_equal_to_m(seed):
     # One camera: M_k = M = 2. Camera clusters {5, -5, 80} (centre 24.4 deg) and {175, 185};
     # 80 deg has similarity cos 55.6 = 0.565 to its centre and is the only rejected sample.
     x = unit([5, -5, 80, 175, 185])
-    labels, soft, selected = reliable_soft_labels(x, np.zeros(5, np.int64), None, 2, seed=seed)
+    labels, soft, selected, _ = reliable_soft_labels(x, np.zeros(5, np.int64), None, 2, seed=seed)
     assert selected.tolist() == [True, True, False, True, True]
     assert labels[0] == labels[1] != labels[3] == labels[4]
     t = 0.02  # the default; classes at 0 and 180 deg: logits cos 80 / t and cos 100 / t
@@ -85,7 +85,7 @@ def test_rsl_is_deterministic_and_consistent_on_random_data():
     out2 = reliable_soft_labels(x, cams, None, 8, lambda_=0.6, t=0.1, seed=3)
     for a, b in zip(out1, out2):
         assert np.array_equal(a, b)
-    labels, soft, selected = out1
+    labels, soft, selected, _ = out1
     assert np.array_equal(labels >= 0, selected)
     assert set(labels[selected].tolist()) <= set(range(8))
     assert soft.shape == (int((~selected).sum()), 8)
@@ -155,8 +155,11 @@ PUL_ANGLES = [10, -10, 170, 190, 130]
 
 
 def test_pul_hand_case_labels_centres_and_selection():
-    labels, centres, selected = pul_select(unit(PUL_ANGLES), 2, 0.85, 0)
+    labels, centres, selected, similarity = pul_select(unit(PUL_ANGLES), 2, 0.85, 0)
     assert selected.tolist() == [True, True, True, True, False]
+    # the similarity lambda compared: cos 10 deg to the 0-deg centre, cos 33.66 deg for 130
+    np.testing.assert_allclose(similarity[[0, 1, 4]], [COS(10), COS(10), COS(163.66 - 130)],
+                               atol=1e-4)
     assert labels[0] == labels[1] != labels[2] == labels[3]
     assert labels[4] == -1 and labels.dtype == np.int64
     assert centres.shape == (2, 2) and centres.dtype == np.float32
@@ -166,7 +169,7 @@ def test_pul_hand_case_labels_centres_and_selection():
     sim130 = float(unit(130).astype(np.float64) @ (b / np.linalg.norm(b)))
     assert sim130 == pytest.approx(COS(163.66 - 130), abs=1e-4)  # centre at 163.66 deg
     # lowering lambda below that similarity keeps 130 deg in its k-means cluster
-    labels2, _, selected2 = pul_select(unit(PUL_ANGLES), 2, 0.83, 0)
+    labels2, _, selected2, _ = pul_select(unit(PUL_ANGLES), 2, 0.83, 0)
     assert selected2.all() and labels2[4] == labels2[2]
 
 
@@ -198,7 +201,11 @@ def test_min_keep_rescues_a_selection_that_would_be_empty() -> None:
     cams = np.repeat([0, 1], 30)
     with pytest.raises(ClusteringError):
         pul_select(x, 4, 0.99, seed=0)
-    _, _, sel = pul_select(x, 4, 0.99, seed=0, min_keep=12)
-    assert sel.sum() == 12
-    labels, soft, sel = reliable_soft_labels(x, cams, None, 3, 0.99, seed=0, min_keep=15)
+    _, _, sel, similarity = pul_select(x, 4, 0.99, seed=0, min_keep=12)
+    # the floor kept the 12 most similar; lambda alone keeps none of them
+    assert sel.sum() == 12 and not (similarity > 0.99).any()
+    assert similarity[sel].min() >= similarity[~sel].max()
+    labels, soft, sel, similarity = reliable_soft_labels(x, cams, None, 3, 0.99, seed=0,
+                                                         min_keep=15)
     assert sel.sum() == 15 and soft.shape == (45, 3) and set(labels[sel]) == {0, 1, 2}
+    assert not (similarity > 0.99).any() and similarity[sel].min() >= similarity[~sel].max()

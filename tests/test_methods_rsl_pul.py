@@ -87,7 +87,7 @@ def test_rsl_selects_the_samples_near_their_camera_cluster_centre() -> None:
     assert len(set(rel[[0, 1, 2, 3, 9, 10, 11, 12]])) == 1
     assert len(set(rel[[5, 6, 7, 8, 13, 14, 15, 16]])) == 1 and rel[0] != rel[5]
     assert labels.info == {"num_classes": 2, "num_classes_estimated": False, "reliable": 16,
-                           "soft": 3}
+                           "above_lambda": 16, "soft": 3}
 
 
 def test_rsl_soft_targets_are_the_softmax_over_the_reliable_centres() -> None:
@@ -227,6 +227,17 @@ def test_pul_selects_near_centre_samples_and_gets_stricter() -> None:
     assert third.info["lambda"] == pytest.approx(0.95)
     assert np.flatnonzero(third.labels >= 0).tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13]
     assert third.num_classes == 3
+
+
+def test_the_min_selected_floor_is_logged_apart_from_what_lambda_alone_keeps() -> None:
+    # lambda 0.85 alone keeps 15 of PUL's 17 rows and 16 of RSL's 19; a floor of every
+    # sample adds the rest, and the info keeps both counts
+    plain, floored = pul_labels(0), pul_labels(0, "cluster.min_selected=1.0")
+    assert plain.info["above_lambda"] == plain.info["selected"] == 15
+    assert floored.info["above_lambda"] == 15 and floored.info["selected"] == 17
+    rsl, _ = rsl_labels("cluster.min_selected=1.0")
+    assert rsl.info["above_lambda"] == 16 and rsl.info["reliable"] == 19
+    assert rsl.info["soft"] == 0
 
 
 def test_pul_head_starts_from_the_selected_centres_and_batches_use_selected_samples() -> None:

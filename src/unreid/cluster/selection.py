@@ -103,7 +103,7 @@ def reliable_soft_labels(
     *,
     seed: int,
     min_keep: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """RSL pseudo-labels: reliable hard labels for some samples, soft targets for the rest.
 
     1. k-means (spherical, :func:`kmeans`) inside each camera k into M_k clusters
@@ -141,6 +141,8 @@ def reliable_soft_labels(
         soft_targets: (N_unselected, M) float32, rows summing to 1, in the order of
             ``np.flatnonzero(~selected)``.
         selected: (N,) bool.
+        similarity: (N,) float64 cosine of each sample to its camera-cluster centre
+            (``similarity > lambda_`` is what lambda alone keeps, before the floor).
     """
     who = "reliable_soft_labels"
     x = _unit_rows(features, who=who)
@@ -181,7 +183,7 @@ def reliable_soft_labels(
     rest = torch.from_numpy(np.flatnonzero(~selected)).to(x.device)
     centres_t = torch.from_numpy(centres).to(x.device)
     soft = torch.softmax((x[rest] @ centres_t.T) / float(t), dim=1)
-    return labels, soft.cpu().numpy().astype(np.float32, copy=False), selected
+    return labels, soft.cpu().numpy().astype(np.float32, copy=False), selected, similarity
 
 
 def pul_select(
@@ -191,7 +193,7 @@ def pul_select(
     seed: int,
     *,
     min_keep: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """PUL's selection (Fan et al. 2018): global k-means into K, keep samples near their centre.
 
     Args:
@@ -208,6 +210,8 @@ def pul_select(
             cluster may have no selected sample).
         centres: (K, D) float32 L2-normalised k-means centres (all samples took part).
         selected: (N,) bool.
+        similarity: (N,) float64 cosine of each sample to its centre (``similarity >
+            lambda_`` is what lambda alone keeps, before the floor).
 
     Raises:
         ClusteringError: bad features or K, or no sample selected.
@@ -224,7 +228,7 @@ def pul_select(
             "centre; lower cluster.lambda_ (or cluster.lambda_step)"
         )
     labels[~selected] = -1
-    return labels, centres, selected
+    return labels, centres, selected, similarity
 
 
 def select_above(similarity: np.ndarray, lambda_: float, min_keep: int = 0) -> np.ndarray:

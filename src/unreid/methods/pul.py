@@ -61,7 +61,7 @@ class PUL(ClassifierMethod):
         c = self.cfg.cluster
         k, estimated = self.num_classes_for(inputs)
         lam = pul_lambda(c.lambda_, c.lambda_step, inputs.epoch)
-        raw, _, selected = pul_select(
+        raw, _, selected, similarity = pul_select(
             inputs.require_features(), k, lam, seed=round_seed(int(c.seed), inputs.epoch),
             min_keep=self.min_selected_count(inputs.require_features().shape[0]),
         )
@@ -71,5 +71,7 @@ class PUL(ClassifierMethod):
             "k": k,
             "num_classes_estimated": estimated,
             "selected": int(selected.sum()),
+            # what lambda alone keeps; below "selected" when the min_selected floor acted
+            "above_lambda": int((similarity > lam).sum()),
         }
         return PseudoLabels(labels, num, info=info)

@@ -79,7 +79,7 @@ class RSL(ClassifierMethod):
         num, estimated = self.num_classes_for(inputs)
         camids = camera_ids(inputs)
         per_camera_k = int(c.per_camera_k) or None
-        labels, soft, selected = reliable_soft_labels(
+        labels, soft, selected, similarity = reliable_soft_labels(
             inputs.require_features(), camids, per_camera_k, num, float(c.lambda_),
             float(c.soft_temperature), seed=round_seed(int(c.seed), inputs.epoch),
             min_keep=self.min_selected_count(len(camids)),
@@ -88,6 +88,8 @@ class RSL(ClassifierMethod):
             "num_classes": num,
             "num_classes_estimated": estimated,
             "reliable": int(selected.sum()),
+            # what lambda alone keeps; below "reliable" when the min_selected floor acted
+            "above_lambda": int((similarity > float(c.lambda_)).sum()),
             "soft": int((~selected).sum()),
         }
         return PseudoLabels(
