@@ -164,12 +164,38 @@ def kmeans_overrides(args: argparse.Namespace) -> list[str]:
             f"cluster.min_selected={args.min_selected}"]
 
 
+SOURCE_START = REPO / "configs" / "source" / "start.yaml"
+
+
+def start_overrides(path: Path = SOURCE_START) -> list[str]:
+    """The adaptation settings of a source-start config (configs/source/start.yaml) as
+    dotted overrides: every key but ``data.*`` and ``model.*`` (the input size is the
+    bench's, the model settings the source checkpoint's), so a bench from a source model
+    trains with the defaults the configs ship."""
+    from omegaconf import OmegaConf
+
+    flat: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat.append(f"{prefix[:-1]}={node}")
+
+    loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    assert isinstance(loaded, dict)
+    walk({k: v for k, v in loaded.items() if k not in ("data", "model", "_base_")}, "")
+    return flat
+
+
 def make_job(row: Row, args: argparse.Namespace, seed: int, run_dir: Path,
              *, variant: str = "", extra: Sequence[str] = ()) -> Job:
-    """Budget, then the row (and :func:`kmeans_overrides` for k-means rows), then ``extra``
-    (data, masks), the seed, and ``--set`` last."""
-    overrides = [*budget_overrides(args), *row.overrides,
-                 *(kmeans_overrides(args) if row.kmeans else ()), *extra,
+    """Budget, :func:`kmeans_overrides` for k-means rows, then the row's own overrides (so a
+    row may set its own class count or floor), ``extra`` (data, masks), the seed, and
+    ``--set`` last."""
+    overrides = [*budget_overrides(args), *(kmeans_overrides(args) if row.kmeans else ()),
+                 *row.overrides, *extra,
                  f"run.seed={seed}", f"cluster.seed={seed}", *args.set]
     return Job(row.label, variant, seed, run_dir.resolve(), tuple(overrides), train=row.train)
 

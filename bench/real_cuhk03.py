@@ -63,6 +63,7 @@ from _runs import (
     make_job,
     run_grid,
     select,
+    start_overrides,
     summary,
     train_identity_count,
     write_results,
@@ -137,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     args.size = args.size or (128, 64)
     args.backbone = args.backbone or "tf_efficientnet_lite0"
     data = Path(args.data).resolve()
-    source, model_overrides = None, []
+    source, source_overrides = None, []
     if args.pretrained not in ("imagenet", "none"):
         from unreid.models.source import describe_source, source_model_overrides
 
         args.pretrained = str(Path(args.pretrained).resolve())
         source = describe_source(args.pretrained)
-        model_overrides = source_model_overrides(args.pretrained)
+        # the source's model settings, then the adaptation defaults the source-start
+        # configs ship (configs/source/start.yaml)
+        source_overrides = [*source_model_overrides(args.pretrained), *start_overrides()]
         args.backbone = (source.model or {}).get("backbone", args.backbone)
     suffix = "-source" if source else ""
     out = Path(args.out or REPO / "runs" / f"cuhk03{suffix}")
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         masks_note = ensure_masks(data) or "mask rows skipped: mediapipe is not importable"
         if not (MASKS / "masks.json").is_file():
             rows = [r for r in rows if not r.reads_masks]
-    base = [*model_overrides, f"data.root={data}"]
+    base = [*source_overrides, f"data.root={data}"]
     masks = [*base, "masks.provider=png", f"masks.mask_dir={MASKS}"]
     jobs = [make_job(row, args, seed, out / row.key / f"seed{seed}",
                      extra=masks if row.reads_masks else base)
