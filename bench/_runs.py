@@ -169,9 +169,10 @@ SOURCE_START = REPO / "configs" / "source" / "start.yaml"
 
 def start_overrides(path: Path = SOURCE_START) -> list[str]:
     """The adaptation settings of a source-start config (configs/source/start.yaml) as
-    dotted overrides: every key but ``data.*`` and ``model.*`` (the input size is the
-    bench's, the model settings the source checkpoint's), so a bench from a source model
-    trains with the defaults the configs ship."""
+    dotted overrides, so a bench from a source model trains with the defaults the configs
+    ship: every key but ``data.*`` and ``model.*`` (the input size is the bench's, the
+    model settings the source checkpoint's) and those the bench's own flags set
+    (``--num-classes``, ``--min-selected``: :func:`kmeans_overrides`)."""
     from omegaconf import OmegaConf
 
     flat: list[str] = []
@@ -186,7 +187,8 @@ def start_overrides(path: Path = SOURCE_START) -> list[str]:
     loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     assert isinstance(loaded, dict)
     walk({k: v for k, v in loaded.items() if k not in ("data", "model", "_base_")}, "")
-    return flat
+    flags = ("cluster.num_classes=", "cluster.min_selected=")
+    return [item for item in flat if not item.startswith(flags)]
 
 
 def make_job(row: Row, args: argparse.Namespace, seed: int, run_dir: Path,
