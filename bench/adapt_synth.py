@@ -77,8 +77,8 @@ ROWS_ADAPT: tuple[Row, ...] = (
         kmeans=True),
     Row("pul_bn", "pul, BN-neck features", (*PUL, *BN), kmeans=True),
     Row("rsl_bn", "rsl, BN-neck features", (*RSL, *BN), kmeans=True),
-    Row("pul_m", "pul, K = 2 x identities", (*PUL, "cluster.num_classes=300"), kmeans=True),
-    Row("rsl_m", "rsl, M = 2 x identities", (*RSL, "cluster.num_classes=300"), kmeans=True),
+    Row("pul_m", "pul, K = identities / 2", (*PUL, "cluster.num_classes=75"), kmeans=True),
+    Row("rsl_m", "rsl, M = identities / 2", (*RSL, "cluster.num_classes=75"), kmeans=True),
 )
 QUICK = ("cluster.k1=10", "cluster.k2=3", "optim.num_identities=4", "optim.num_instances=4")
 COLUMNS = (Column("start mAP", "start_mAP"), Column("mAP", "mAP"), Column("R1", "R1"),

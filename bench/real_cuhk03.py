@@ -190,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         "its maximum resident set (wait4 ru_maxrss, includes the memory-mapped image "
         "cache pages it touched). Mean ± std (n-1) over seeds. "
         f"pul and rsl: {args.num_classes} k-means classes, cluster.min_selected="
-        f"{args.min_selected:g}; selected % = the share of the training images their "
-        "lambda kept in the last epoch (rsl: reliable, the rest soft-labelled)."
+        f"{args.min_selected:g}; lambda alone % = the share of the training images whose "
+        "cosine to their (camera-)cluster centre passed lambda, in the first and the last "
+        "epoch; selected % = the share kept after the min_selected floor in the last epoch "
+        "(rsl: reliable, the rest soft-labelled). start mAP = the row's own evaluation "
+        "before training (pul and rsl retrieve with pool5 features, the others with the "
+        "BN neck)."
     )
     markdown = f"{header}\n\n{table}\n\n{notes}"
     print("\n" + markdown + "\n")
