@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. the rows from it, on the target world
     args.pretrained = str(checkpoint)
     rows = select(ROWS_ADAPT, args.rows)
+    if q:  # tiny_cnn has no ImageNet weights
+        rows = [r for r in rows if r.key != "imagenet"]
     jobs = [make_job(row, args, seed, out / row.key / f"seed{seed}",
                      extra=[f"data.root={world}"])
             for seed in args.seeds for row in rows]
