@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from unreid.cluster import auto_cluster_params, jaccard_dbscan, label_quality
-from unreid.cluster.auto import estimate_images_per_id, k2_for
+from unreid.cluster.auto import CLEAR_GAP, MIN_K1, estimate_images_per_id, k2_for, similarity_gap
 from unreid.errors import ClusteringError
 
 
@@ -21,19 +21,23 @@ def planted(ids: int, per_id: int, *, dim: int = 32, noise: float = 0.05, seed: 
     return feats.astype(np.float32), pids
 
 
-@pytest.mark.parametrize("per_id", [2, 4, 8, 16])
+@pytest.mark.parametrize("per_id", [2, 4, 8, 16, 24, 32])
 def test_auto_recovers_planted_identities_at_every_size(per_id: int) -> None:
-    feats, pids = planted(30, per_id)
+    feats, pids = planted(30 if per_id <= 16 else 12, per_id)
+    ids = len(np.unique(pids))
     choice = auto_cluster_params(feats)
     labels = jaccard_dbscan(feats, **choice.params())
     q = label_quality(labels, pids, np.zeros_like(pids))
-    assert q["num_clusters"] == 30 and q["num_outliers"] == 0 and q["ari"] == 1.0
-    assert choice.num_clusters == 30 and choice.outlier_share == 0.0
+    assert q["num_clusters"] == ids and q["num_outliers"] == 0 and q["ari"] == 1.0
+    assert choice.num_clusters == ids and choice.outlier_share == 0.0
     assert choice.images_per_cluster == pytest.approx(per_id)
     assert choice.images_per_id == estimate_images_per_id(feats) == per_id
-    assert choice.k1 >= per_id and choice.min_samples <= max(2, per_id)
-    assert f"~{per_id} images per identity" in choice.reason
-    assert "most clusters (30, 0 % outliers)" in choice.reason
+    assert choice.gap_clarity >= CLEAR_GAP  # clean clusters: the estimate alone sets k1
+    # the smallest k1 choice holding one person's images
+    assert choice.k1 == min((k for k in (5, 10, 15, 20, 30) if k >= per_id), default=30)
+    assert choice.min_samples <= max(2, per_id)
+    assert f"~{per_id} images per identity" in choice.reason and "clear" in choice.reason
+    assert f"most clusters ({ids}, 0 % outliers)" in choice.reason
 
 
 def test_defaults_fail_on_two_images_per_identity_where_auto_does_not() -> None:
@@ -48,13 +52,14 @@ def test_defaults_fail_on_two_images_per_identity_where_auto_does_not() -> None:
     assert label_quality(auto, pids, cams)["ari"] == 1.0
 
 
-def test_auto_prefers_the_smaller_k1_eps_and_min_samples_on_ties() -> None:
+def test_auto_prefers_the_smaller_eps_and_min_samples_on_ties() -> None:
     feats, _ = planted(10, 4)
     choice = auto_cluster_params(feats, k1_choices=(10, 5), eps_choices=(0.6, 0.5),
                                  min_samples_choices=(3, 2))
-    # every candidate gives the 10 clusters without outliers here: the smallest wins
+    # one graph, at the smallest k1 holding the 4 images; every (eps, min_samples) gives
+    # the 10 clusters without outliers here: the smallest wins
     assert (choice.k1, choice.k2, choice.eps, choice.min_samples) == (5, 2, 0.5, 2)
-    assert choice.candidates == 8
+    assert choice.candidates == 4
 
 
 def test_auto_keeps_k1_out_of_the_fragmenting_range() -> None:
@@ -75,7 +80,7 @@ def test_auto_caps_k1_at_the_sample_count_and_is_deterministic() -> None:
     assert a.k1 <= 6 and a == auto_cluster_params(feats)
     assert set(a.as_dict()) == {"k1", "k2", "eps", "min_samples", "num_clusters",
                                 "outlier_share", "images_per_cluster", "candidates",
-                                "images_per_id", "reason"}
+                                "images_per_id", "gap_clarity", "reason"}
 
 
 def test_k2_keeps_the_papers_ratio_within_bounds() -> None:
@@ -93,3 +98,43 @@ def test_auto_rejects_bad_choices(kwargs) -> None:
 def test_auto_needs_two_samples() -> None:
     with pytest.raises(ClusteringError, match="at least 2 samples"):
         auto_cluster_params(np.ones((1, 4), dtype=np.float32))
+
+
+def weak_planted(ids: int, per_id: int, *, seed: int = 0):
+    """Planted identities that features barely separate, with near-duplicate pairs inside
+    each: every identity is ``per_id / 2`` tight pairs (two frames of one moment) spread
+    around a weak identity centre, in 64 dimensions, the way ImageNet features see unseen
+    people. Returns (features (ids * per_id, 64), identity (ids * per_id,))."""
+    rng = np.random.default_rng(seed)
+    dim = 64
+    centres = rng.normal(size=(ids, dim))
+    moments = np.repeat(centres, per_id // 2, axis=0) + 0.7 * rng.normal(
+        size=(ids * per_id // 2, dim))
+    feats = np.repeat(moments, 2, axis=0) + 0.5 * rng.normal(size=(ids * per_id, dim))
+    return feats.astype(np.float32), np.repeat(np.arange(ids), per_id)
+
+
+def test_vague_gap_keeps_k1_at_the_floor_and_off_the_fragments() -> None:
+    # 32 images per identity that the features barely separate: the gap says "pairs"
+    feats, pids = weak_planted(12, 32)
+    per_id, clarity = similarity_gap(feats)
+    assert per_id <= 3 and clarity < CLEAR_GAP
+    choice = auto_cluster_params(feats)
+    assert choice.k1 == MIN_K1 == 15 and "vague" in choice.reason
+    auto = label_quality(jaccard_dbscan(feats, **choice.params()), pids, np.zeros_like(pids))
+    # what the old rule did (k1 5, most clusters): near-duplicate pairs, a fragment of a
+    # person each; the floor finds larger pieces of people and a better ARI
+    old = auto_cluster_params(feats, k1_choices=(5,), min_k1=1)
+    frag = label_quality(jaccard_dbscan(feats, **old.params()), pids, np.zeros_like(pids))
+    assert old.images_per_cluster < choice.images_per_cluster
+    assert frag["ari"] < auto["ari"]
+
+
+def test_similarity_gap_is_clear_on_clean_clusters_and_vague_on_noise() -> None:
+    feats, _ = planted(20, 8)
+    assert similarity_gap(feats) == (8, pytest.approx(similarity_gap(feats)[1]))
+    assert similarity_gap(feats)[1] >= 10
+    rng = np.random.default_rng(0)
+    per_id, clarity = similarity_gap(rng.normal(size=(300, 64)).astype(np.float32))
+    assert per_id <= 3 and 1.0 <= clarity < 2.0
+    assert similarity_gap(np.eye(3, dtype=np.float32)) == (2, 1.0)
