@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from unreid.cluster import auto_cluster_params, jaccard_dbscan, label_quality
-from unreid.cluster.auto import CLEAR_GAP, MIN_K1, estimate_images_per_id, k2_for, similarity_gap
+from unreid.cluster.auto import (
+    CLEAR_GAP,
+    K1_CHOICES,
+    MIN_K1,
+    SMALL_SET_SHARE,
+    estimate_images_per_id,
+    k2_for,
+    similarity_gap,
+)
 from unreid.errors import ClusteringError
 
 
@@ -128,6 +136,15 @@ def test_vague_gap_keeps_k1_at_the_floor_and_off_the_fragments() -> None:
     frag = label_quality(jaccard_dbscan(feats, **old.params()), pids, np.zeros_like(pids))
     assert old.images_per_cluster < choice.images_per_cluster
     assert frag["ari"] < auto["ari"]
+
+
+def test_vague_gap_floor_shrinks_on_tiny_sets() -> None:
+    # 48 samples: a 15-neighbour set would be a third of them, many people
+    feats, _ = weak_planted(6, 8)
+    choice = auto_cluster_params(feats)
+    assert choice.gap_clarity < CLEAR_GAP
+    floor = max(48 // SMALL_SET_SHARE, choice.images_per_id)
+    assert choice.k1 == min(k for k in K1_CHOICES if k >= floor) < MIN_K1
 
 
 def test_similarity_gap_is_clear_on_clean_clusters_and_vague_on_noise() -> None:

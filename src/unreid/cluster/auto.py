@@ -62,6 +62,7 @@ __all__ = [
     "CLEAR_GAP",
     "MIN_K1",
     "MIN_SAMPLES_CHOICES",
+    "SMALL_SET_SHARE",
     "AutoChoice",
     "auto_cluster_params",
     "estimate_images_per_id",
@@ -78,6 +79,8 @@ MIN_K1 = 15
 # Similarity-gap clarity (see similarity_gap) from which the images-per-identity estimate
 # is trusted to set k1 alone.
 CLEAR_GAP = 3.0
+# On fewer than MIN_K1 * SMALL_SET_SHARE samples the vague-gap floor is N / SMALL_SET_SHARE.
+SMALL_SET_SHARE = 20
 
 
 def similarity_gap(features: np.ndarray | torch.Tensor, max_k: int = 40) -> tuple[int, float]:
@@ -180,7 +183,8 @@ def auto_cluster_params(
         eps_choices: DBSCAN radii tried, each in (0, 1].
         min_samples_choices: DBSCAN core sizes tried, each >= 2 (those above the
             images-per-identity estimate are skipped).
-        min_k1: the smallest k1 used when the similarity gap is vague (:data:`MIN_K1`).
+        min_k1: the smallest k1 used when the similarity gap is vague (:data:`MIN_K1`;
+            at most N / :data:`SMALL_SET_SHARE`).
         search: the Jaccard graph's neighbour search (``cluster.knn``: auto, exact, faiss;
             see :func:`unreid.cluster.jaccard_distance`).
 
@@ -200,9 +204,11 @@ def auto_cluster_params(
     # k1 at least the images of one person (a smaller k-reciprocal set splits people into
     # fragments that only differ in which of them they hold). When the gap is vague the
     # estimate says 2-3 whatever the truth, and below min_k1 the count peak sits on
-    # near-duplicate fragments: then k1 is at least min_k1. min_samples at most one
-    # person's images.
-    floor = per_id if clarity >= CLEAR_GAP else max(int(min_k1), per_id)
+    # near-duplicate fragments: then k1 is at least min_k1, but at most a twentieth of
+    # the samples (on a tiny set such a neighbourhood is many people). min_samples at
+    # most one person's images.
+    vague_floor = min(int(min_k1), n // SMALL_SET_SHARE)
+    floor = per_id if clarity >= CLEAR_GAP else max(vague_floor, per_id)
     k1 = min(min((int(k) for k in k1_choices if k >= floor), default=max(k1_choices)), n)
     k2 = k2_for(k1)
     cores = sorted({int(m) for m in min_samples_choices if m <= max(2, per_id)}) \
