@@ -7,37 +7,41 @@ true pairs rise, and DBSCAN either drops almost everything as outliers or chains
 everyone into a few giant clusters (on a 2-images-per-camera set: 89 % outliers).
 
 :func:`auto_cluster_params` builds one Jaccard graph, at ``k1`` the smallest of
-:data:`K1_CHOICES` that is at least both :data:`MIN_K1` and the images per identity
-estimated from the neighbour similarities (:func:`estimate_images_per_id`), with
-``k2 = max(2, round(k1 / 5))`` (the papers' ratio), and keeps the (``eps`` in
-:data:`EPS_CHOICES`, ``min_samples`` in :data:`MIN_SAMPLES_CHOICES` up to that
-estimate) that finds the most clusters. On one graph both failure modes lose
-clusters: too strict a setting turns people into outliers, too loose a one merges
-them, so the count peaks between the two. Ties go to fewer outliers, then to the
-smaller eps and min_samples.
+:data:`K1_CHOICES` that holds the images per identity estimated from the neighbour
+similarities (:func:`similarity_gap`) and, unless that gap is clear (clarity >=
+:data:`CLEAR_GAP`, as on clean clusters), is also at least :data:`MIN_K1` (at most N /
+:data:`SMALL_SET_SHARE` on tiny sets), with ``k2 = max(2, round(k1 / 5))`` (the papers'
+ratio), and keeps the (``eps`` in :data:`EPS_CHOICES`, ``min_samples`` in
+:data:`MIN_SAMPLES_CHOICES` up to that estimate) that finds the most clusters. On one
+graph both failure modes lose clusters: too strict a setting turns people into
+outliers, too loose a one merges them, so the count peaks between the two. Ties go to
+fewer outliers, then to the smaller eps and min_samples.
 
-Why k1 is not chosen by the count too: on a smaller graph (k1 5-10) the count peaks
-on fragments of about 3 images, whatever the images per identity, because near
-duplicates (consecutive frames, one camera) are mutual neighbours first; the count
-then grows with N, not with the people (ImageNet features of the synthetic world with
-150 identities: 152, 292, 518, 1043 clusters at 2, 4, 8, 16 images per camera), and
-at 16 per camera it ends below the papers' values. On weak features the similarity
-gap does not see the identities either (it says 2-3 on all of them), and neither do
-a cosine silhouette (it prefers the same tight fragments), the share of kNN edges
-inside clusters, the stability of labels across neighbouring eps, or the mutual
-neighbour counts (measured; none separates 4 from 32 images per identity). A
-15-neighbour graph is the smallest on which the count peak lies on whole people at
-8-16 images per camera; the estimate still raises k1 when the features do separate
-people (clean planted clusters of 16-32 members).
+Why k1 is not chosen by the count too: on a small graph (k1 5-10) the count peaks on
+fragments of about 3 images whatever the images per identity, because near duplicates
+(frames of one moment, one camera) are mutual neighbours first; the count then grows
+with N, not with the people (ImageNet features of the synthetic world with 150
+identities: 152, 292, 518, 1043 clusters at 2, 4, 8, 16 images per camera), and at 16
+per camera it ended below the papers' values. On such weak features the similarity gap
+is vague (clarity 1.6-1.8 against 10 and more on clean clusters) and says 2-3 images
+per identity on every set; a cosine silhouette and the stability of labels across
+neighbouring eps prefer the same fragments, an edge-count estimate of pair agreement
+(kNN edges inside clusters / sqrt(pairs)) stops fragmenting 16 per camera but merges
+at 2 per camera, and mutual-neighbour counts do not change with the images per
+identity (all measured over k1 5-30 x eps 0.3-0.75 x min_samples 2-4). A 15-neighbour
+graph is the smallest whose count peak lies on larger pieces of people at 8-16 images
+per camera.
 
-Measured with ``bench/auto_cluster.py`` (ImageNet features, no training), within
-0.02 ARI of the best hand-tuned grid point (or above it) on CUHK03 and on the
-synthetic world with 4, 8 and 16 images per identity per camera, and far above the
-papers' values wherever those fail. With 2 images per camera it ends 0.05 below the
-best grid point (0.15 vs 0.20; still 0.15 above the papers' 0.002): 15 neighbours
-are 3-4 people there and the count peak merges some of them, while the 5-neighbour
-graph that suits that set is the one that fragments the larger ones, and no
-label-free signal above tells the two apart on these features.
+Measured with ``bench/auto_cluster.py`` (ImageNet features, no training): within 0.02
+ARI of the best hand-tuned grid point (or above it) on CUHK03 and on the synthetic
+world with 4, 8 and 16 images per identity per camera, and far above the papers'
+values wherever those fail. With 2 images per camera it ends 0.05 below the best grid
+point (0.15 vs 0.20; still 0.15 above the papers' 0.002): 15 neighbours are 3-4 people
+there and the count peak merges some of them, while the 5-neighbour graph that suits
+that set is the one that fragments the larger ones, and no label-free signal above
+tells the two apart on these features. On all five sets the rule lands on the same
+point (k1 15, eps 0.5, min_samples 2); the estimate sets k1 alone only where the
+features separate people. About 12 s per call at 7,239 samples on a busy CPU core.
 
 The choice is a pure function of the features: a run that re-chooses every epoch
 (the features change as the model trains) and a resumed run choose the same.
