@@ -6,7 +6,8 @@ Jaccard + DBSCAN and scored against the true identities
 (:func:`unreid.cluster.label_quality`):
 
 - ``defaults``: the fixed config defaults (k1 30, k2 6, eps 0.6, min_samples 4);
-- ``auto``: :func:`unreid.cluster.auto_cluster_params` on the same features;
+- ``auto``: :func:`unreid.cluster.auto_cluster_params` on the same features and camera
+  ids (``--ignore-cameras``: without them, the rule for camera-less data);
 - ``best grid``: the best ARI of a small hand-tuned grid (k1 x min_samples x eps, k2 =
   max(2, round(k1 / 5))) -- what a user with ground truth could pick.
 
@@ -91,7 +92,7 @@ def bench_one(name: str, feats, pids, cams, args: argparse.Namespace) -> dict:
     from unreid.cluster import auto_cluster_params
 
     start = time.perf_counter()
-    choice = auto_cluster_params(feats)
+    choice = auto_cluster_params(feats, camids=None if args.ignore_cameras else cams)
     auto_seconds = time.perf_counter() - start
     auto = score(feats, pids, cams, choice.params())
     auto["reason"] = choice.reason
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid-k1", type=int, nargs="+", default=[5, 10, 20, 30])
     parser.add_argument("--grid-min-samples", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--grid-eps", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7])
+    parser.add_argument("--ignore-cameras", action="store_true",
+                        help="choose without the camera ids (the rule for camera-less data)")
     parser.add_argument("--features-only", action="store_true",
                         help="extract and cache the features, cluster nothing")
     parser.add_argument("--out", default=str(RESULTS / "auto_cluster.json"))

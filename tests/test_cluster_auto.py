@@ -11,6 +11,7 @@ from unreid.cluster.auto import (
     K1_CHOICES,
     MIN_K1,
     SMALL_SET_SHARE,
+    balanced_clusters,
     estimate_images_per_id,
     k2_for,
     similarity_gap,
@@ -155,3 +156,75 @@ def test_similarity_gap_is_clear_on_clean_clusters_and_vague_on_noise() -> None:
     per_id, clarity = similarity_gap(rng.normal(size=(300, 64)).astype(np.float32))
     assert per_id <= 3 and 1.0 <= clarity < 2.0
     assert similarity_gap(np.eye(3, dtype=np.float32)) == (2, 1.0)
+
+
+def camera_planted(ids: int, per_camera: int, *, camera: float, seed: int = 0):
+    """Planted people walking past 2 cameras: each identity is a weak centre plus the
+    camera's offset (``camera`` times a random vector shared by everyone that camera
+    sees), ``per_camera / 2`` moments per camera, each a tight pair of frames (the
+    near-duplicates), in 64 dimensions. Returns (features (N, 64), identity (N,),
+    camera (N,)), N = ids * 2 * per_camera."""
+    rng = np.random.default_rng(seed)
+    dim = 64
+    centres = rng.normal(size=(ids, dim))
+    offsets = camera * rng.normal(size=(2, dim))
+    pids = np.repeat(np.arange(ids), 2 * per_camera)
+    cams = np.tile(np.repeat(np.arange(2), per_camera), ids)
+    moments = np.repeat(0.7 * rng.normal(size=(len(pids) // 2, dim)), 2, axis=0)
+    feats = centres[pids] + offsets[cams] + moments + 0.4 * rng.normal(size=(len(pids), dim))
+    return feats.astype(np.float32), pids, cams
+
+
+def test_balanced_clusters_counts_clusters_that_several_cameras_see_evenly() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, -1, 3, 3, 4, 4, 4])
+    cams = np.array([0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 7, 1, 0, 0, 1])
+    # 0: 2 + 2 (a person); 1: one camera (near duplicates); 2: 4 + 1 (lookalikes of one
+    # camera merged in); 3: 1 + 1 with any camera ids; 4: 2 + 1 (half is enough)
+    assert balanced_clusters(labels, cams) == 3
+    assert balanced_clusters(labels, np.zeros_like(cams)) == 0
+    assert balanced_clusters(np.full(4, -1), np.arange(4)) == 0
+
+
+@pytest.mark.parametrize(("ids", "per_camera", "camera", "k1"),
+                         [(60, 2, 0.0, 20), (20, 16, 0.3, 30)])
+def test_cameras_choose_the_graph_whose_clusters_span_them(ids, per_camera, camera, k1) -> None:
+    feats, pids, cams = camera_planted(ids, per_camera, camera=camera)
+    blind = auto_cluster_params(feats)
+    seen = auto_cluster_params(feats, camids=cams)
+    assert blind.gap_clarity < CLEAR_GAP and blind.k1 == MIN_K1
+    assert seen.k1 == k1 and seen.k2 == k2_for(k1) and seen.candidates > blind.candidates
+    assert f"k1 {k1} of 5 graphs: most camera-balanced clusters ({ids})" in seen.reason
+    q_blind = label_quality(jaccard_dbscan(feats, **blind.params()), pids, cams)
+    q_seen = label_quality(jaccard_dbscan(feats, **seen.params()), pids, cams)
+    # the 15-neighbour floor cuts people into pieces (or merges pairs of moments); the
+    # graph whose clusters span both cameras holds every person, whole
+    assert q_seen["ari"] == 1.0 and q_seen["num_clusters"] == ids
+    assert q_blind["ari"] < 0.9
+
+
+def test_cameras_that_never_share_a_cluster_keep_the_camera_blind_choice() -> None:
+    # a strong camera offset: every cluster on every graph lies in one camera
+    feats, _, cams = camera_planted(20, 16, camera=0.6)
+    blind = auto_cluster_params(feats)
+    seen = auto_cluster_params(feats, camids=cams)
+    assert blind.params() == seen.params() and blind.num_clusters == seen.num_clusters
+    assert "no camera-balanced cluster on any graph" in seen.reason
+
+
+def test_one_camera_or_none_is_the_camera_blind_rule() -> None:
+    feats, _, cams = camera_planted(10, 4, camera=0.0)
+    blind = auto_cluster_params(feats)
+    assert auto_cluster_params(feats, camids=np.zeros_like(cams)) == blind
+    assert auto_cluster_params(feats, camids=None) == blind
+    with pytest.raises(ClusteringError, match="79 camera ids for 80 samples"):
+        auto_cluster_params(feats, camids=cams[:-1])
+
+
+def test_methods_pass_their_camera_ids_to_the_choice() -> None:
+    from unreid.config import ClusterConfig
+    from unreid.methods.common import density_params
+
+    feats, _, cams = camera_planted(60, 2, camera=0.0)
+    params, info = density_params(ClusterConfig(auto=True), feats, cams)
+    assert params["k1"] == 20 and "camera-balanced" in info["auto"]["reason"]
+    assert density_params(ClusterConfig(auto=True), feats)[0]["k1"] == MIN_K1

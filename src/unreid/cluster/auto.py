@@ -6,16 +6,27 @@ about 17 images per person over 6 cameras. With a few images per person a
 true pairs rise, and DBSCAN either drops almost everything as outliers or chains
 everyone into a few giant clusters (on a 2-images-per-camera set: 89 % outliers).
 
-:func:`auto_cluster_params` builds one Jaccard graph, at ``k1`` the smallest of
-:data:`K1_CHOICES` that holds the images per identity estimated from the neighbour
-similarities (:func:`similarity_gap`) and, unless that gap is clear (clarity >=
-:data:`CLEAR_GAP`, as on clean clusters), is also at least :data:`MIN_K1` (at most N /
-:data:`SMALL_SET_SHARE` on tiny sets), with ``k2 = max(2, round(k1 / 5))`` (the papers'
-ratio), and keeps the (``eps`` in :data:`EPS_CHOICES`, ``min_samples`` in
-:data:`MIN_SAMPLES_CHOICES` up to that estimate) that finds the most clusters. On one
-graph both failure modes lose clusters: too strict a setting turns people into
-outliers, too loose a one merges them, so the count peaks between the two. Ties go to
-fewer outliers, then to the smaller eps and min_samples.
+:func:`auto_cluster_params` keeps, on a Jaccard graph, the (``eps`` in
+:data:`EPS_CHOICES`, ``min_samples`` in :data:`MIN_SAMPLES_CHOICES` up to the images per
+identity estimated from the neighbour similarities, :func:`similarity_gap`) that finds
+the most clusters: on one graph both failure modes lose clusters (too strict a setting
+turns people into outliers, too loose a one merges them), so the count peaks between
+the two. Ties go to fewer outliers, then to the smaller eps and min_samples. ``k2 =
+max(2, round(k1 / 5))`` (the papers' ratio). Which graph (``k1``):
+
+- With camera ids (two cameras or more): every k1 of :data:`K1_CHOICES`, and the one
+  whose count peak holds the most camera-balanced clusters (:func:`balanced_clusters`:
+  seen by two cameras, the second holding at least half as many images as the first).
+  A person walks past several cameras, while the pieces a too small graph cuts people
+  into are near duplicates of one camera, and what a too large graph merges into a
+  person are lookalikes of one camera that tip its balance; a count of balanced
+  clusters (not their share: merges also span cameras, but fewer of them) peaks on
+  whole people. When no graph has one (cameras that never share a cluster, as on
+  features that see the camera more than the person) the rule below.
+- Without cameras: the smallest of :data:`K1_CHOICES` that holds the estimated images
+  per identity and, unless that gap is clear (clarity >= :data:`CLEAR_GAP`, as on clean
+  clusters), is also at least :data:`MIN_K1` (at most N / :data:`SMALL_SET_SHARE` on
+  tiny sets).
 
 Why k1 is not chosen by the count too: on a small graph (k1 5-10) the count peaks on
 fragments of about 3 images whatever the images per identity, because near duplicates
@@ -32,18 +43,18 @@ identity (all measured over k1 5-30 x eps 0.3-0.75 x min_samples 2-4). A 15-neig
 graph is the smallest whose count peak lies on larger pieces of people at 8-16 images
 per camera.
 
-Measured with ``bench/auto_cluster.py`` (ImageNet features, no training): within 0.02
-ARI of the best hand-tuned grid point (or above it) on CUHK03 and on the synthetic
-world with 4, 8 and 16 images per identity per camera, and far above the papers'
-values wherever those fail. With 2 images per camera it ends 0.05 below the best grid
-point (0.15 vs 0.20; still 0.15 above the papers' 0.002): 15 neighbours are 3-4 people
-there and the count peak merges some of them, while the 5-neighbour graph that suits
-that set is the one that fragments the larger ones, and no label-free signal above
-tells the two apart on these features. On all five sets the rule lands on the same
-point (k1 15, eps 0.5, min_samples 2); the estimate sets k1 alone only where the
-features separate people. About 12 s per call at 7,239 samples on a busy CPU core.
+Measured with ``bench/auto_cluster.py`` (ImageNet features, no training; 2-camera
+synthetic world at 2, 4, 8, 16 images per identity per camera, and CUHK03): with the
+cameras, ARI 0.212, 0.204, 0.229, 0.244, 0.168 (k1 5, 5, 15, 15, 10) against the best
+hand-tuned grid point 0.200, 0.215, 0.233, 0.264, 0.168, so within 0.02 or above on all
+five; without them (k1 15 everywhere) 0.151 at 2 per camera. The margin that picks
+k1 5 at 2 per camera is thin (23 balanced clusters against 22 at k1 15), and with twice
+the people the cameras choose k1 15 there too (ARI 0.142, best 0.168). On planted people
+whose features do see them across cameras the balanced count finds them whole where the
+k1 15 floor cuts 16 images per camera into pieces (tests). Cost: one graph per k1 choice
+(5) instead of one.
 
-The choice is a pure function of the features: a run that re-chooses every epoch
+The choice is a pure function of the features (and camera ids): a run that re-chooses every epoch
 (the features change as the model trains) and a resumed run choose the same.
 """
 
@@ -69,6 +80,7 @@ __all__ = [
     "SMALL_SET_SHARE",
     "AutoChoice",
     "auto_cluster_params",
+    "balanced_clusters",
     "estimate_images_per_id",
     "similarity_gap",
     "k2_for",
@@ -128,6 +140,60 @@ def k2_for(k1: int) -> int:
     return min(int(k1), max(2, round(int(k1) / 5)))
 
 
+def balanced_clusters(labels: np.ndarray, camids: np.ndarray) -> int:
+    """Clusters seen by at least two cameras, the second most frequent of which holds at
+    least half as many of the cluster's images as the most frequent.
+
+    A person walks past several cameras; near-duplicate fragments (frames of one moment)
+    sit in one camera, and a merge of lookalikes from one camera tips a cluster's balance
+    towards it, so neither counts.
+
+    Args:
+        labels: (N,) int cluster ids, -1 = outlier.
+        camids: (N,) camera of each sample (any integer ids).
+
+    Returns the number of such clusters (0 when every sample is an outlier).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    keep = labels >= 0
+    if not keep.any():
+        return 0
+    _, cam = np.unique(np.asarray(camids).reshape(-1)[keep], return_inverse=True)
+    table = np.zeros((int(labels.max()) + 1, int(cam.max()) + 1), dtype=np.int64)
+    np.add.at(table, (labels[keep], cam), 1)
+    if table.shape[1] < 2:
+        return 0
+    top = -np.sort(-table, axis=1)
+    return int(((top[:, 1] > 0) & (2 * top[:, 1] >= top[:, 0])).sum())
+
+
+def _count_peak(
+    features: np.ndarray | torch.Tensor, k1: int, radii: list[float], cores: list[int],
+    search: str,
+) -> tuple[float, int, int, int, int, np.ndarray]:
+    """On the Jaccard graph at ``k1`` (k2 from :func:`k2_for`), the (eps, min_samples)
+    with the most clusters, then the fewest outliers, then the smaller eps and
+    min_samples. Returns ``(eps, min_samples, clusters, outliers, tried, labels (N,))``."""
+    dist = jaccard_distance(features, k1, k2_for(k1), cutoff=radii[-1],
+                            search=search)  # type: ignore[arg-type]
+    best: tuple | None = None
+    tried = 0
+    with warnings.catch_warnings():  # "all samples are outliers" is an expected candidate
+        warnings.simplefilter("ignore", UserWarning)
+        for eps in radii:
+            for ms in cores:
+                tried += 1
+                labels = dbscan(dist, eps, min_samples=ms)
+                clusters = int(labels.max(initial=-1)) + 1
+                outliers = int((labels < 0).sum())
+                key = (-clusters, outliers, eps, ms)
+                if best is None or key < best[0]:
+                    best = (key, eps, ms, clusters, outliers, labels)
+    assert best is not None
+    _, eps, ms, clusters, outliers, labels = best
+    return eps, ms, clusters, outliers, tried, labels
+
+
 @dataclass(frozen=True)
 class AutoChoice:
     """The chosen knobs and why.
@@ -140,8 +206,9 @@ class AutoChoice:
         candidates: (eps, min_samples) settings tried on the one Jaccard graph.
         images_per_id, gap_clarity: the similarity-gap estimate and how clear the gap is
             (:func:`similarity_gap`).
-        reason: one line for the log, e.g. ``"~3 images per identity (similarity gap),
-            k1 15; most clusters (454, 21 % outliers) of 27 candidates"``.
+        reason: one line for the log, e.g. ``"~2 images per identity (similarity gap 1.8,
+            vague), k1 5 of 5 graphs: most camera-balanced clusters (23); most clusters
+            (152, 36 % outliers) of 45 candidates"``.
     """
 
     k1: int
@@ -174,6 +241,7 @@ def auto_cluster_params(
     min_samples_choices: tuple[int, ...] = MIN_SAMPLES_CHOICES,
     min_k1: int = MIN_K1,
     search: str = "auto",
+    camids: np.ndarray | None = None,
 ) -> AutoChoice:
     """Choose k1, k2, eps and min_samples for :func:`unreid.cluster.jaccard_dbscan` on
     ``features``: one Jaccard graph, the (eps, min_samples) with the most clusters on it
@@ -191,9 +259,13 @@ def auto_cluster_params(
             at most N / :data:`SMALL_SET_SHARE`).
         search: the Jaccard graph's neighbour search (``cluster.knn``: auto, exact, faiss;
             see :func:`unreid.cluster.jaccard_distance`).
+        camids: (N,) camera of each sample, or ``None`` when unknown. With two or more
+            cameras, k1 is the choice whose count peak holds the most camera-balanced
+            clusters (:func:`balanced_clusters`; one graph per k1 choice, ties to more
+            clusters, then the smaller k1), the rule above when no graph has one.
 
     Returns an :class:`AutoChoice`. Raises :class:`ClusteringError` for fewer than 2
-    samples or empty/out-of-range choices.
+    samples, camera ids of another length, or empty/out-of-range choices.
     """
     n = int(features.shape[0])
     if n < 2:
@@ -205,43 +277,43 @@ def auto_cluster_params(
     if min(min_samples_choices) < 2 or min(k1_choices) < 1:
         raise ClusteringError("auto_cluster_params: min_samples choices must be >= 2, k1 >= 1")
     per_id, clarity = similarity_gap(features)
-    # k1 at least the images of one person (a smaller k-reciprocal set splits people into
-    # fragments that only differ in which of them they hold). When the gap is vague the
-    # estimate says 2-3 whatever the truth, and below min_k1 the count peak sits on
-    # near-duplicate fragments: then k1 is at least min_k1, but at most a twentieth of
-    # the samples (on a tiny set such a neighbourhood is many people). min_samples at
-    # most one person's images.
-    vague_floor = min(int(min_k1), n // SMALL_SET_SHARE)
-    floor = per_id if clarity >= CLEAR_GAP else max(vague_floor, per_id)
-    k1 = min(min((int(k) for k in k1_choices if k >= floor), default=max(k1_choices)), n)
-    k2 = k2_for(k1)
     cores = sorted({int(m) for m in min_samples_choices if m <= max(2, per_id)}) \
         or [min(int(m) for m in min_samples_choices)]
     radii = sorted({float(e) for e in eps_choices})
-    dist = jaccard_distance(features, k1, k2, cutoff=radii[-1],
-                            search=search)  # type: ignore[arg-type]
-    best: tuple | None = None
-    tried = 0
-    with warnings.catch_warnings():  # "all samples are outliers" is an expected candidate
-        warnings.simplefilter("ignore", UserWarning)
-        for eps in radii:
-            for ms in cores:
-                tried += 1
-                labels = dbscan(dist, eps, min_samples=ms)
-                clusters = int(labels.max(initial=-1)) + 1
-                outliers = int((labels < 0).sum())
-                # most clusters, then fewest outliers, then the smaller eps, ms
-                key = (-clusters, outliers, eps, ms)
-                if best is None or key < best[0]:
-                    best = (key, eps, ms, clusters, outliers)
-    assert best is not None
-    _, eps, ms, clusters, outliers = best
+    cams = None if camids is None else np.asarray(camids).reshape(-1)
+    if cams is not None and cams.shape[0] != n:
+        raise ClusteringError(f"auto_cluster_params: {cams.shape[0]} camera ids for {n} samples")
+    gap = "clear" if clarity >= CLEAR_GAP else "vague"
+    # Without cameras: k1 at least the images of one person (a smaller k-reciprocal set
+    # splits people into fragments that only differ in which of them they hold). When the
+    # gap is vague the estimate says 2-3 whatever the truth, and below min_k1 the count
+    # peak sits on near-duplicate fragments: then k1 is at least min_k1, but at most a
+    # twentieth of the samples (on a tiny set such a neighbourhood is many people).
+    # min_samples at most one person's images.
+    vague_floor = min(int(min_k1), n // SMALL_SET_SHARE)
+    floor = per_id if clarity >= CLEAR_GAP else max(vague_floor, per_id)
+    k1 = min(min((int(k) for k in k1_choices if k >= floor), default=max(k1_choices)), n)
+    several = cams is not None and len(np.unique(cams)) >= 2
+    # With several cameras: one count peak per k1, and the k1 whose peak holds the most
+    # camera-balanced clusters (see the module docstring); none on any graph: the above.
+    graphs = sorted({min(int(k), n) for k in k1_choices}) if several else [k1]
+    peaks = {k: _count_peak(features, k, radii, cores, search) for k in graphs}
+    balanced = ({k: balanced_clusters(peaks[k][-1], cams) for k in graphs}
+                if cams is not None and several else {})
+    why = f"k1 {k1}"
+    if several and max(balanced.values()) > 0:
+        k1 = max(graphs, key=lambda k: (balanced[k], peaks[k][2], -k))
+        why = (f"k1 {k1} of {len(graphs)} graphs: most camera-balanced clusters "
+               f"({balanced[k1]})")
+    elif several:
+        why = f"k1 {k1} (no camera-balanced cluster on any graph)"
+    eps, ms, clusters, outliers, _, _ = peaks[k1]
+    tried = sum(peak[4] for peak in peaks.values())
+    k2 = k2_for(k1)
     per_cluster = (n - outliers) / clusters if clusters else 0.0
     share = outliers / n
-    gap = "clear" if clarity >= CLEAR_GAP else "vague"
-    reason = (f"~{per_id} images per identity (similarity gap {clarity:.1f}, {gap}), k1 {k1}; "
-              f"most clusters "
-              f"({clusters}, {100 * share:.0f} % outliers) of {tried} candidates")
+    reason = (f"~{per_id} images per identity (similarity gap {clarity:.1f}, {gap}), {why}; "
+              f"most clusters ({clusters}, {100 * share:.0f} % outliers) of {tried} candidates")
     return AutoChoice(k1=k1, k2=k2, eps=eps, min_samples=ms, num_clusters=clusters,
                       outlier_share=share, images_per_cluster=per_cluster, candidates=tried,
                       images_per_id=per_id, gap_clarity=clarity, reason=reason)

@@ -15,7 +15,7 @@ from __future__ import annotations
 # dense_labels is re-exported for supervised.py, which still imports it from here.
 from unreid.cluster import dense_labels, jaccard_dbscan  # noqa: F401
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.common import density_params, require_clusters
+from unreid.methods.common import camera_ids, density_params, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
@@ -29,7 +29,7 @@ class ClusterContrast(MemoryMethod):
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
         c = self.cfg.cluster
         feats = inputs.require_features()
-        params, info = density_params(c, feats)
+        params, info = density_params(c, feats, camera_ids(inputs))
         labels = jaccard_dbscan(feats, **params, knn=c.knn)
         num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=params["eps"])
         return PseudoLabels(labels, num, info=info)

@@ -22,7 +22,7 @@ __all__ = ["camera_ids", "density_params", "require_clusters", "round_seed"]
 
 
 def density_params(
-    c: ClusterConfig, features: torch.Tensor | np.ndarray
+    c: ClusterConfig, features: torch.Tensor | np.ndarray, camids: np.ndarray | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Jaccard + DBSCAN knobs to cluster ``features`` (N, D) with, and what to log.
 
@@ -30,12 +30,13 @@ def density_params(
     and no log entry. On: chosen from these features by
     :func:`unreid.cluster.auto_cluster_params` (called every epoch, since the features
     change), logged as ``{"auto": {k1, k2, eps, min_samples, ..., reason}}`` for the
-    epoch record's ``info``.
+    epoch record's ``info``. ``camids`` (N,) (:func:`camera_ids`; ``None`` or one camera:
+    not used) lets the choice prefer clusters that several cameras see.
     """
     if not bool(c.auto):
         return {"k1": int(c.k1), "k2": int(c.k2), "eps": float(c.eps),
                 "min_samples": int(c.min_samples)}, {}
-    choice = auto_cluster_params(features, search=str(c.knn))
+    choice = auto_cluster_params(features, search=str(c.knn), camids=camids)
     return choice.params(), {"auto": choice.as_dict()}
 
 

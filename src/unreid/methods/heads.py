@@ -31,7 +31,7 @@ from unreid.methods.base import (
     PseudoLabels,
     identity_gather,
 )
-from unreid.methods.common import density_params
+from unreid.methods.common import camera_ids, density_params
 
 if TYPE_CHECKING:
     from unreid.models import ReIDModel
@@ -130,7 +130,7 @@ class ClassifierMethod(Method):
         if num > 0:
             return num, False
         feats = inputs.require_features()
-        params, _ = density_params(c, feats)
+        params, _ = density_params(c, feats, camera_ids(inputs))
         return estimate_num_classes(feats, minimum=2, **params), True
 
     def min_selected_count(self, num_samples: int) -> int:

@@ -123,7 +123,7 @@ class SFECR(MemoryMethod):
         feats = global_feature_set(
             self.global_features, inputs.require_features(), inputs.fg_features
         )
-        params, info = density_params(c, feats)
+        params, info = density_params(c, feats, camera_ids(inputs))
         global_labels = jaccard_dbscan(feats, **params, knn=c.knn)
         info.update({
             "global_clusters": num_clusters(global_labels),
