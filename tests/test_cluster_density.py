@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from unreid.cluster import (
+    CameraJaccard,
+    ca_jaccard_distance,
     dbscan,
     estimate_num_classes,
     jaccard_dbscan,
@@ -96,3 +98,36 @@ def test_estimate_num_classes_finds_six_noisy_groups() -> None:
     assert estimate_num_classes(x, k1=10, k2=3, eps=0.6, min_samples=4) == 6
     spread = F.normalize(torch.randn(20, 96, generator=gen), dim=1)
     assert estimate_num_classes(spread, k1=30, k2=6, eps=0.01, min_samples=4) == 2
+
+
+# Two people x two cameras x three identical images: person p is e_p, camera c adds 1.5 e_{4+c}.
+# The camera offset outweighs the person, so every image's nearest strangers share its camera.
+CAMS = np.repeat([0, 1], 6)
+PEOPLE = np.tile(np.repeat([0, 1], 3), 2)
+TWO_VIEWS = torch.eye(6)[PEOPLE] + 1.5 * torch.eye(6)[4 + CAMS]
+
+
+def test_camera_option_swaps_in_the_camera_aware_jaccard_distance() -> None:
+    cam = CameraJaccard(CAMS, k1_intra=2, k1_inter=2, k2_intra=1, k2_inter=1)
+    close = {
+        "plain": jaccard_distance(TWO_VIEWS, k1=3, k2=1, cutoff=0.5),
+        "camera": ca_jaccard_distance(TWO_VIEWS, CAMS, k1_intra=2, k1_inter=2, k2_intra=1,
+                                      k2_inter=1, cutoff=0.5),
+    }
+    # the pairs the DBSCAN graph keeps: one (person, camera) plainly, one person camera-aware
+    same = PEOPLE[:, None] == PEOPLE[None, :]
+    same_cam = CAMS[:, None] == CAMS[None, :]
+    for name, want in (("plain", same & same_cam), ("camera", same)):
+        got = np.zeros((12, 12), dtype=bool)
+        coo = close[name].tocoo()
+        got[coo.row, coo.col] = True
+        assert got.tolist() == want.tolist(), name
+    plain = jaccard_dbscan(TWO_VIEWS, k1=3, k2=1, eps=0.5, min_samples=2)
+    aware = jaccard_dbscan(TWO_VIEWS, k1=3, k2=1, eps=0.5, min_samples=2, camera=cam)
+    assert plain.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert aware.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1]
+    assert aware.tolist() == dbscan(close["camera"], 0.5, min_samples=2).tolist()
+    # the class-count estimate follows the same option
+    assert estimate_num_classes(TWO_VIEWS, k1=3, k2=1, eps=0.5, min_samples=2) == 4
+    assert estimate_num_classes(TWO_VIEWS, k1=3, k2=1, eps=0.5, min_samples=2,
+                                camera=cam) == 2

@@ -118,7 +118,8 @@ class ClusterConfig:
     k1: int = 30
     k2: int = 6
     # plain | camera_aware (CA-Jaccard: k-reciprocal sets inside and across cameras, with
-    # camera.k1_intra, k1_inter, k2_intra, k2_inter); read by the cap method
+    # camera.k1_intra, k1_inter, k2_intra, k2_inter instead of k1, k2); every Jaccard + DBSCAN
+    # clustering reads it: cluster_contrast, sfe_cr's global one, cap, rsl/pul's class count
     jaccard: str = "plain"
     eps: float = 0.6
     min_samples: int = 4

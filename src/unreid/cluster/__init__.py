@@ -26,7 +26,7 @@ from .auto import AutoChoice, auto_cluster_params
 from .ca_jaccard import ca_jaccard_distance
 from .camera import camera_local_clusters, reallocate_camera_clusters, standardize_per_camera
 from .dbscan import dbscan
-from .density import estimate_num_classes, jaccard_dbscan, shrink_k
+from .density import CameraJaccard, estimate_num_classes, jaccard_dbscan, shrink_k
 from .health import health_warnings, label_health
 from .jaccard import jaccard_distance, rerank
 from .kmeans import kmeans
@@ -37,6 +37,7 @@ from .selection import pul_select, reliable_soft_labels
 
 __all__ = [
     "AutoChoice",
+    "CameraJaccard",
     "CrossCameraLinks",
     "associate_proxies",
     "auto_cluster_params",

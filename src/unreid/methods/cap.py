@@ -56,9 +56,6 @@ import torch
 from unreid.cluster import (
     CrossCameraLinks,
     associate_proxies,
-    ca_jaccard_distance,
-    dbscan,
-    dense_labels,
     jaccard_dbscan,
     link_precision,
     standardize_per_camera,
@@ -68,16 +65,12 @@ from unreid.data.sampler import ProxySampler
 from unreid.errors import ConfigError
 from unreid.losses import ProxyMemory, camera_proxies
 from unreid.methods.base import Gather, LabelInputs, PseudoLabels, identity_gather
-from unreid.methods.common import camera_ids, require_clusters
+from unreid.methods.common import JACCARD_KINDS, camera_ids, camera_jaccard, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 from unreid.models import ReIDModel
 
 __all__ = ["CAP", "JACCARD_KINDS", "camera_aware_labels"]
-
-JACCARD_KINDS = ("plain", "camera_aware")
-# CA-Jaccard's official first-epoch query expansion (k2_intra, k2_inter)
-_WARMUP_K2 = (3, 3)
 
 
 def camera_aware_labels(
@@ -88,26 +81,16 @@ def camera_aware_labels(
     Args:
         features: (N, D) features of the training images.
         camids: (N,) int camera of each image (zeros without cameras).
-        cfg: reads ``cluster`` (k1, k2, eps, min_samples, jaccard) and ``camera``
-            (standardize, k1_intra, k1_inter, k2_intra, k2_inter).
+        cfg: reads ``cluster`` (k1, k2, eps, min_samples, knn, jaccard) and ``camera``
+            (standardize, and the CA-Jaccard widths:
+            :func:`unreid.methods.common.camera_jaccard`).
         epoch: 0-based; epoch 0 uses the warm-up k2 of CA-Jaccard.
     """
-    c, cam = cfg.cluster, cfg.camera
-    if bool(cam.standardize):
+    c = cfg.cluster
+    if bool(cfg.camera.standardize):
         features = standardize_per_camera(features, camids)
-    kind = str(c.jaccard)
-    if kind == "plain":
-        return jaccard_dbscan(features, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples)
-    if kind != "camera_aware":
-        raise ConfigError(
-            f"cluster.jaccard={kind!r} is unknown: use one of {', '.join(JACCARD_KINDS)}"
-        )
-    k2_intra, k2_inter = _WARMUP_K2 if epoch == 0 else (cam.k2_intra, cam.k2_inter)
-    dist = ca_jaccard_distance(
-        features, camids, k1_intra=cam.k1_intra, k1_inter=cam.k1_inter, k2_intra=k2_intra,
-        k2_inter=k2_inter, cutoff=c.eps,
-    )
-    return dense_labels(dbscan(dist, c.eps, min_samples=c.min_samples))[0]
+    return jaccard_dbscan(features, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples,
+                          knn=str(c.knn), camera=camera_jaccard(cfg, camids, epoch))
 
 
 class _CameraLabels(PseudoLabels):

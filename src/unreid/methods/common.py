@@ -13,12 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from unreid.cluster import auto_cluster_params, num_clusters
-from unreid.config import ClusterConfig
-from unreid.errors import TrainingError
+from unreid.cluster import CameraJaccard, auto_cluster_params, num_clusters
+from unreid.config import ClusterConfig, Config
+from unreid.errors import ConfigError, TrainingError
 from unreid.methods.base import LabelInputs
 
-__all__ = ["camera_ids", "density_params", "require_clusters", "round_seed"]
+__all__ = ["JACCARD_KINDS", "camera_ids", "camera_jaccard", "density_params",
+           "require_clusters", "round_seed"]
+
+JACCARD_KINDS = ("plain", "camera_aware")  # cluster.jaccard
+# CA-Jaccard's official first-epoch query expansion (k2_intra, k2_inter)
+_WARMUP_K2 = (3, 3)
 
 
 def density_params(
@@ -38,6 +43,27 @@ def density_params(
                 "min_samples": int(c.min_samples)}, {}
     choice = auto_cluster_params(features, search=str(c.knn), camids=camids)
     return choice.params(), {"auto": choice.as_dict()}
+
+
+def camera_jaccard(cfg: Config, camids: np.ndarray, epoch: int) -> CameraJaccard | None:
+    """What makes a method's Jaccard + DBSCAN camera-aware (``cluster.jaccard``), or None.
+
+    ``plain``: None (the plain Jaccard distance). ``camera_aware``: ``camids`` (N,) and
+    the widths ``camera.k1_intra``, ``k1_inter``, ``k2_intra``, ``k2_inter``; in the
+    first epoch (``epoch`` 0-based) ``k2`` is 3/3, the official CA-Jaccard code's warm-up.
+    """
+    kind = str(cfg.cluster.jaccard)
+    if kind == "plain":
+        return None
+    if kind != "camera_aware":
+        raise ConfigError(
+            f"cluster.jaccard={kind!r} is unknown: use one of {', '.join(JACCARD_KINDS)}"
+        )
+    cam = cfg.camera
+    k2_intra, k2_inter = _WARMUP_K2 if epoch == 0 else (cam.k2_intra, cam.k2_inter)
+    return CameraJaccard(np.asarray(camids, dtype=np.int64), k1_intra=int(cam.k1_intra),
+                         k1_inter=int(cam.k1_inter), k2_intra=int(k2_intra),
+                         k2_inter=int(k2_inter))
 
 
 def camera_ids(inputs: LabelInputs) -> np.ndarray:

@@ -31,7 +31,7 @@ from unreid.methods.base import (
     PseudoLabels,
     identity_gather,
 )
-from unreid.methods.common import camera_ids, density_params
+from unreid.methods.common import camera_ids, camera_jaccard, density_params
 
 if TYPE_CHECKING:
     from unreid.models import ReIDModel
@@ -122,16 +122,19 @@ class ClassifierMethod(Method):
 
         The estimate is the number of Jaccard + DBSCAN clusters of the epoch's
         features at ``cluster.k1``, ``k2``, ``eps``, ``min_samples`` (chosen from the
-        features with ``cluster.auto``), at least 2 (a
-        one-class classifier learns nothing; :func:`unreid.cluster.estimate_num_classes`).
+        features with ``cluster.auto``; camera-aware with ``cluster.jaccard=camera_aware``),
+        at least 2 (a one-class classifier learns nothing;
+        :func:`unreid.cluster.estimate_num_classes`).
         """
         c = self.cfg.cluster
         num = int(c.num_classes)
         if num > 0:
             return num, False
         feats = inputs.require_features()
-        params, _ = density_params(c, feats, camera_ids(inputs))
-        return estimate_num_classes(feats, minimum=2, **params), True
+        camids = camera_ids(inputs)
+        params, _ = density_params(c, feats, camids)
+        camera = camera_jaccard(self.cfg, camids, inputs.epoch)
+        return estimate_num_classes(feats, minimum=2, camera=camera, **params), True
 
     def min_selected_count(self, num_samples: int) -> int:
         """``cluster.min_selected`` (a share) as the sample count the selection keeps at

@@ -7,7 +7,10 @@ network; the engine extracts both because ``uses_masks`` is set):
 1. global clusters: Jaccard + DBSCAN (``cluster.k1``, ``k2``, ``eps``,
    ``min_samples``, or chosen from the features with ``cluster.auto``) on
    ``method.global_features``: ``input`` (``F^x``, the
-   paper), ``foreground`` (``F^g``) or ``fused`` (``normalize(F^x + F^g)``);
+   paper), ``foreground`` (``F^g``) or ``fused`` (``normalize(F^x + F^g)``); with
+   ``cluster.jaccard=camera_aware`` the camera-aware Jaccard distance
+   (:func:`unreid.methods.common.camera_jaccard`), which can merge views that the
+   re-allocation below cannot;
 2. local clusters: Jaccard + DBSCAN *inside each camera*
    (:func:`unreid.cluster.camera_local_clusters`, ``cluster.local_eps``,
    ``cluster.local_min_samples``) on ``F^g`` (``method.sfe=true``) or on ``F^x``
@@ -64,7 +67,7 @@ from unreid.cluster import (
 from unreid.config import Config
 from unreid.errors import ConfigError, TrainingError
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.common import camera_ids, density_params, require_clusters
+from unreid.methods.common import camera_ids, camera_jaccard, density_params, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
@@ -123,15 +126,16 @@ class SFECR(MemoryMethod):
         feats = global_feature_set(
             self.global_features, inputs.require_features(), inputs.fg_features
         )
-        params, info = density_params(c, feats, camera_ids(inputs))
-        global_labels = jaccard_dbscan(feats, **params, knn=c.knn)
+        camids = camera_ids(inputs)
+        params, info = density_params(c, feats, camids)
+        camera = camera_jaccard(self.cfg, camids, inputs.epoch)
+        global_labels = jaccard_dbscan(feats, **params, knn=c.knn, camera=camera)
         info.update({
             "global_clusters": num_clusters(global_labels),
             "global_outliers": int((global_labels < 0).sum()),
         })
         labels = global_labels
         if bool(m.cr):
-            camids = camera_ids(inputs)
             local_feats = inputs.require_features()
             if bool(m.sfe):
                 if inputs.fg_features is None:
