@@ -3,7 +3,9 @@
 Rows: supervised (upper bound), pul, rsl, cluster_contrast, +SFE only (sfe_cr with
 method.cr=false and the global clustering on fused features), +CR only (method.sfe=false),
 sfe_cr, sfe_cr (global_features=fused); then the camera-aware parts (method cap) alone
-and combined: CA-Jaccard, per-camera standardisation, camera proxies, association.
+and combined: CA-Jaccard, per-camera standardisation, camera proxies, association; and
+CA-Jaccard in cluster_contrast and in sfe_cr's global clustering on fused features.
+``--mask-passes gt`` runs the mask-dependent rows with the ground-truth masks only.
 Every row starts from the same ImageNet weights and trains for the same epochs x steps
 (batch 8 identities x 4 images), at each seed (run.seed and cluster.seed). Two mask
 passes: the world's ground-truth masks (``masks.provider=synthetic``) and the same
@@ -77,6 +79,12 @@ CAMERA_ROWS = (
     Row("cap_all", "cap + association + CA-Jaccard + standardisation",
         (*CAP, "camera.associate=true", "cluster.jaccard=camera_aware",
          "camera.standardize=true")),
+    # CA-Jaccard in the other methods' clustering (sfe_cr: the global one, on fused features)
+    Row("cc_caj", "cluster_contrast + CA-Jaccard",
+        ("method.name=cluster_contrast", "cluster.jaccard=camera_aware")),
+    Row("sfe_cr_fused_caj", "sfe_cr (fused) + CA-Jaccard",
+        ("method.name=sfe_cr", "method.global_features=fused", "cluster.jaccard=camera_aware"),
+        reads_masks=True, mask_sensitive=True),
 )
 ROWS_SYNTH = [dataclasses.replace(r, label=_LABELS.get(r.key, r.label)) for r in ROWS
               if r.train] + list(CAMERA_ROWS)
@@ -94,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run: synth:quick, tiny_cnn, 2 epochs x 5 steps, seed 0")
     parser.add_argument("--world", default=None, help="a world folder (default synth:default)")
     parser.add_argument("--mask-noise", type=float, default=0.3, help="noisy pass masks.noise")
+    parser.add_argument("--mask-passes", choices=("both", "gt"), default="both",
+                        help="rows that depend on the masks: both passes, or GT masks only")
     parser.add_argument("--pretrained", default=None, help="model.pretrained (imagenet)")
     add_common_args(parser, out="runs/ablation", seeds=(0, 1), epochs=EPOCHS, iters=ITERS)
     args = parser.parse_args(argv)
@@ -127,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             jobs.append(make_job(row, args, seed, out / f"{row.key}-gt" / f"seed{seed}",
                                  variant="GT", extra=gt))
-            jobs.append(make_job(row, args, seed, out / f"{row.key}-noise{args.mask_noise:g}"
-                                 / f"seed{seed}", variant=noisy_name, extra=noisy))
+            if args.mask_passes == "both":
+                jobs.append(make_job(row, args, seed, out / f"{row.key}-noise{args.mask_noise:g}"
+                                     / f"seed{seed}", variant=noisy_name, extra=noisy))
 
     about = describe_dataset(world)
     outcomes = run_grid(jobs)
