@@ -70,6 +70,28 @@ def test_similarity_threshold_gate() -> None:
     assert len(both) == 0  # A0-A1 is mutual but only 0.95 similar
 
 
+def test_margin_gate_wants_a_distinct_nearest_proxy_in_the_other_camera() -> None:
+    proxies, labels, cams = world()
+    feats = torch.stack([proxies[0], proxies[3], proxies[1]])
+    own = np.array([0, 3, 1])
+    # Candidates (similarity, runner-up of that camera): sample 0 -> A1 (0.949; C1 0.530),
+    # -> B2 (0.100; camera 2 has no runner-up); sample 1 -> A0 (0.530; B0 0.000),
+    # -> B2 (0.053; none); sample 2 -> A1 (0.000; C1 0.000: a tie, margin 0).
+    pairs = {m: list(zip(*(a.tolist() for a in (links.sample, links.proxy)), strict=True))
+             for m in (0.1, 0.45, 0.6)
+             for links in [associate_proxies(feats, own, proxies, labels, cams, mutual=False,
+                                             min_margin=m)]}
+    assert pairs[0.1] == [(0, 2), (0, 4), (1, 0), (1, 4)]  # the tie fails any margin
+    assert pairs[0.45] == [(0, 4), (1, 0), (1, 4)]  # A1's lead over C1 is only 0.42
+    assert pairs[0.6] == [(0, 4), (1, 4)]
+    # the gates combine: mutual and margin 0.4 keep A0 -> A1 only
+    both = associate_proxies(feats, own, proxies, labels, cams, mutual=True, min_margin=0.4)
+    assert both.sample.tolist() == [0] and both.proxy.tolist() == [2]
+    for links in (both, associate_proxies(feats, own, proxies, labels, cams, mutual=False,
+                                          min_margin=0.0)):
+        assert np.bincount(links.sample, minlength=3).max() <= len(np.unique(cams)) - 1
+
+
 def test_two_cameras_never_more_than_one_extra_positive() -> None:
     g = torch.Generator().manual_seed(0)
     proxies = F.normalize(torch.randn(12, 8, generator=g), dim=1)

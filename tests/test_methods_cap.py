@@ -22,7 +22,7 @@ from unreid.engine import train
 from unreid.errors import ConfigError
 from unreid.losses import inter_camera_loss, intra_camera_loss
 from unreid.methods import LabelInputs, build_method
-from unreid.methods.cap import CAP
+from unreid.methods.cap import CAP, association_threshold
 
 CAMS = np.repeat([0, 1], 12)
 TRUTH = np.tile(np.repeat([0, 1, 2], 4), 2)
@@ -189,6 +189,32 @@ def test_association_links_and_their_precision_are_logged() -> None:
     again = make_labels(method, epoch=2)
     assert again.info["online_links"] == 24
     assert method.label_diagnostics(TRUTH)["online_link_precision"] == 1.0
+
+
+def test_association_threshold_moves_by_its_step_after_the_inter_start() -> None:
+    def thresholds(*overrides: str) -> list[float | None]:
+        cam = cfg("camera.inter_start_epoch=1", *overrides).camera
+        return [association_threshold(cam, e) for e in range(5)]
+
+    assert thresholds() == [None] * 5  # -1: no threshold
+    assert thresholds("camera.assoc_min_similarity=0.2", "camera.assoc_similarity_step=0.25") \
+        == pytest.approx([0.2, 0.2, 0.45, 0.7, 0.95])
+    assert thresholds("camera.assoc_min_similarity=0.8", "camera.assoc_similarity_step=0.5") \
+        == pytest.approx([0.8, 0.8, 1.0, 1.0, 1.0])  # clipped at 1
+    loosen = thresholds("camera.assoc_min_similarity=0.5", "camera.assoc_similarity_step=-0.75")
+    assert loosen[:3] == pytest.approx([0.5, 0.5, -0.25]) and loosen[3:] == [None, None]
+
+
+def test_a_tightening_threshold_makes_fewer_links_each_epoch() -> None:
+    # The 24 links of the plain labels (one per sample) have similarities 0.13-0.43, 12 of
+    # them >= 0.3 and 2 >= 0.4: thresholds 0.3, 0.3, 0.4, 0.5 over epochs 0-3.
+    links = []
+    for epoch in range(4):
+        method = build_method(cfg("camera.associate=true", "camera.inter_start_epoch=1",
+                                  "camera.assoc_min_similarity=0.3",
+                                  "camera.assoc_similarity_step=0.1"))
+        links.append(make_labels(method, epoch=epoch).info["association_links"])
+    assert links == [12, 12, 2, 0]
 
 
 @pytest.mark.parametrize("overrides,match", [

@@ -181,6 +181,11 @@ class CameraConfig:
     associate: bool = False
     assoc_mutual: bool = True  # the proxies must be each other's nearest across the cameras
     assoc_min_similarity: float = -1.0  # and/or cosine >= this (-1 = no threshold)
+    # added to assoc_min_similarity per epoch after inter_start_epoch (clipped to [-1, 1]):
+    # > 0 tightens the gate as the features become more trustworthy, < 0 loosens it
+    assoc_similarity_step: float = 0.0
+    # and/or the candidate beats its camera's runner-up proxy by this cosine (0 = off)
+    assoc_margin: float = 0.0
     # CA-Jaccard (cluster.jaccard=camera_aware)
     k1_intra: int = 5
     k1_inter: int = 20
@@ -452,6 +457,8 @@ RULES: dict[str, Rule] = {
     "camera.inter_start_epoch": _COUNT,
     "camera.hard_negatives": _POSITIVE_INT,
     "camera.assoc_min_similarity": _interval(-1, 1),
+    "camera.assoc_similarity_step": _interval(-2, 2),
+    "camera.assoc_margin": _interval(0, 2),
     "camera.k1_intra": _COUNT,
     "camera.k1_inter": _COUNT,
     "camera.k2_intra": _POSITIVE_INT,

@@ -11,7 +11,14 @@ positive of that sample when it passes a gate:
   sample's own proxy (the two proxies are each other's nearest across the two
   cameras), and/or
 - *similarity*: the sample's cosine similarity to the candidate is at least
-  ``min_similarity``.
+  ``min_similarity``, and/or
+- *margin*: the candidate is more similar to the sample than the runner-up
+  proxy of camera b by at least ``min_margin`` (a distinct nearest, not one of
+  several look-alikes; a camera with one proxy has no runner-up and passes).
+
+The gates combine with "and". How strict they are over training (a threshold
+that tightens or loosens from epoch to epoch) is the caller's schedule (see
+:mod:`unreid.methods.cap`).
 
 A sample gets at most one extra positive per other camera, so never more than
 the number of other cameras (on two-camera data, one: O2CAP's default of three
@@ -69,6 +76,28 @@ def _long(values: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tens
     return torch.as_tensor(np.asarray(values), dtype=torch.int64, device=device).reshape(-1)
 
 
+def _best_per_camera(sims: torch.Tensor, slot: torch.Tensor, num_cams: int) -> torch.Tensor:
+    """(R, C) largest of ``sims`` (R, P) per camera (``slot`` (R, P): each column's
+    camera); -inf where a camera has no proxy."""
+    best = torch.full((sims.shape[0], num_cams), float("-inf"), dtype=sims.dtype,
+                      device=sims.device)
+    return best.scatter_reduce(1, slot, sims, reduce="amax", include_self=True)
+
+
+def _runner_up_per_camera(
+    sims: torch.Tensor, proxy_cams: torch.Tensor, num_cams: int, first: torch.Tensor
+) -> torch.Tensor:
+    """(R, C) similarity of the second most similar proxy of each camera, the nearest
+    ``first`` (R, C) (from :func:`_nearest_per_camera`) left out; -inf when the camera
+    has fewer than two proxies."""
+    slot = proxy_cams[None, :].expand_as(sims)
+    rest = sims.clone()
+    has = first >= 0
+    rows = torch.arange(sims.shape[0], device=sims.device)[:, None].expand_as(first)
+    rest[rows[has], first[has]] = float("-inf")
+    return _best_per_camera(rest, slot, num_cams)
+
+
 def _nearest_per_camera(
     sims: torch.Tensor, proxy_cams: torch.Tensor, num_cams: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,9 +107,8 @@ def _nearest_per_camera(
     has no proxy.
     """
     rows, num_proxies = sims.shape
-    best = torch.full((rows, num_cams), float("-inf"), dtype=sims.dtype, device=sims.device)
     slot = proxy_cams[None, :].expand(rows, num_proxies)
-    best = best.scatter_reduce(1, slot, sims, reduce="amax", include_self=True)
+    best = _best_per_camera(sims, slot, num_cams)
     is_best = sims == torch.gather(best, 1, slot)
     # Lowest index among the maxima of each camera: scatter the index where it is a maximum.
     idx = torch.arange(num_proxies, device=sims.device).expand(rows, num_proxies)
@@ -100,6 +128,7 @@ def associate_proxies(
     *,
     mutual: bool = True,
     min_similarity: float | None = None,
+    min_margin: float | None = None,
 ) -> CrossCameraLinks:
     """Per sample, the nearest proxy in every other camera, kept when it passes the gate.
 
@@ -112,7 +141,10 @@ def associate_proxies(
         mutual: require that the candidate's nearest proxy in the sample's camera is
             the sample's own proxy.
         min_similarity: require cosine(sample, candidate) >= this; None = no threshold.
-            With ``mutual=False`` and no threshold every candidate passes.
+        min_margin: require cosine(sample, candidate) - cosine(sample, runner-up) >= this,
+            the runner-up being the second most similar proxy of the candidate's camera;
+            None = no margin. With ``mutual=False`` and neither threshold every
+            candidate passes.
 
     Returns:
         :class:`CrossCameraLinks`, sorted by (sample, proxy); at most one link per
@@ -145,6 +177,9 @@ def associate_proxies(
         keep = (cams[prox] != cams[mine]) & (labels[prox] != labels[mine])
         if min_similarity is not None:
             keep &= sim >= float(min_similarity)
+        if min_margin is not None:
+            second = _runner_up_per_camera(sims, cams, num_cams, cand)[rows, cam_b]
+            keep &= sim - second >= float(min_margin)
         rows, prox, sim, mine = rows[keep], prox[keep], sim[keep], mine[keep]
         if mutual and rows.numel():
             # From the candidate proxy, the nearest proxy of the sample's camera.

@@ -21,9 +21,12 @@ Each part is a switch, so the ablation can isolate it:
   false draws P pseudo-identities.
 - association (``camera.associate=true``, needs proxies): per batch, each sample's
   nearest proxy in every other camera that passes the gate
-  (``camera.assoc_mutual``, ``camera.assoc_min_similarity``; see
-  :func:`unreid.cluster.associate_proxies`) is an extra positive of the
-  inter-camera term (so it acts from ``inter_start_epoch`` on).
+  (``camera.assoc_mutual``, ``camera.assoc_min_similarity``, ``camera.assoc_margin``;
+  see :func:`unreid.cluster.associate_proxies`) is an extra positive of the
+  inter-camera term (so it acts from ``inter_start_epoch`` on). The similarity
+  threshold moves by ``camera.assoc_similarity_step`` per epoch after
+  ``inter_start_epoch`` (:func:`association_threshold`): a positive step tightens the
+  gate, a negative one loosens it.
 
 Defaults are CAP's official code (temperature 0.07, momentum 0.2, 50 hard
 negatives, weight 0.5 from epoch 5, own-camera proxy among the positives, P x K
@@ -60,7 +63,7 @@ from unreid.cluster import (
     link_precision,
     standardize_per_camera,
 )
-from unreid.config import Config
+from unreid.config import CameraConfig, Config
 from unreid.data.sampler import ProxySampler
 from unreid.errors import ConfigError
 from unreid.losses import ProxyMemory, camera_proxies
@@ -70,7 +73,7 @@ from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 from unreid.models import ReIDModel
 
-__all__ = ["CAP", "JACCARD_KINDS", "camera_aware_labels"]
+__all__ = ["CAP", "JACCARD_KINDS", "association_threshold", "camera_aware_labels"]
 
 
 def camera_aware_labels(
@@ -91,6 +94,18 @@ def camera_aware_labels(
         features = standardize_per_camera(features, camids)
     return jaccard_dbscan(features, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples,
                           knn=str(c.knn), camera=camera_jaccard(cfg, camids, epoch))
+
+
+def association_threshold(cam: CameraConfig, epoch: int) -> float | None:
+    """The association's cosine threshold in ``epoch`` (0-based), or None for no threshold.
+
+    ``camera.assoc_min_similarity`` up to ``camera.inter_start_epoch``, then
+    ``camera.assoc_similarity_step`` more per epoch, clipped to [-1, 1]; -1 means none.
+    """
+    steps = max(0, int(epoch) - int(cam.inter_start_epoch))
+    value = float(cam.assoc_min_similarity) + float(cam.assoc_similarity_step) * steps
+    value = min(1.0, max(-1.0, value))
+    return None if value <= -1.0 else value
 
 
 class _CameraLabels(PseudoLabels):
@@ -146,7 +161,7 @@ class CAP(MemoryMethod):
                 keep = np.flatnonzero(proxies.index >= 0)
                 links = self._associate(features[torch.from_numpy(keep)],
                                         proxies.index[keep], proxies.features,
-                                        proxies.labels, proxies.cameras)
+                                        proxies.labels, proxies.cameras, inputs.epoch)
                 info["association_links"] = len(links)
                 diagnose["association"] = (keep[links.sample], links.proxy, proxies.index)
                 if self._sample_proxy_np is not None:  # the previous epoch's online links
@@ -156,12 +171,13 @@ class CAP(MemoryMethod):
         self._diagnose = diagnose
         return _CameraLabels(labels, num, camids, inputs.epoch, info)
 
-    def _associate(self, feats, own, proxies, labels, cams):
+    def _associate(self, feats, own, proxies, labels, cams, epoch: int):
         cam = self.cfg.camera
-        threshold = float(cam.assoc_min_similarity)
+        margin = float(cam.assoc_margin)
         return associate_proxies(
             feats, own, proxies, labels, cams, mutual=bool(cam.assoc_mutual),
-            min_similarity=None if threshold <= -1.0 else threshold,
+            min_similarity=association_threshold(cam, epoch),
+            min_margin=margin if margin > 0 else None,
         )
 
     def _online_links(self) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +251,7 @@ class CAP(MemoryMethod):
         if inter and bool(cam.associate):
             head = self.head
             links = self._associate(feats.detach(), own, head.centroids, head.proxy_labels,
-                                    head.proxy_cams)
+                                    head.proxy_cams, self._epoch)
             extra = links.mask(feats.shape[0], head.num_clusters).to(feats.device)
             self._online.append((index.cpu().numpy()[links.sample], links.proxy))
         terms = self.head.losses(feats, own, inter=inter, extra_positives=extra)
