@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unreid.cluster import label_quality
+from unreid.cluster import cross_camera_nn_share, label_quality
 from unreid.errors import ClusteringError
 
 PRED = np.array([0, 0, 0, 1, 1, -1])
@@ -117,3 +117,22 @@ def test_label_quality_matches_brute_force_and_ignores_cluster_ids(data, perm_se
 def test_label_quality_bad_input(pred, true, cams, match):
     with pytest.raises(ClusteringError, match=match):
         label_quality(pred, true, cams)
+
+
+def test_cross_camera_nn_share_asks_each_sample_for_its_nearest_other_camera_image() -> None:
+    feats = np.array([
+        [1.0, 0.0, 0.0],  # 0: person 0, camera 0
+        [0.0, 1.0, 0.0],  # 1: person 1, camera 0
+        [1.0, 0.1, 0.0],  # 2: person 0, camera 1
+        [1.0, 0.2, 0.0],  # 3: person 1, camera 1 (but looks like person 0)
+        [0.0, 0.0, 1.0],  # 4: person 2, camera 2 (orthogonal to all: tie -> sample 0)
+    ])
+    pids, cams = np.array([0, 1, 0, 1, 2]), np.array([0, 0, 1, 1, 2])
+    # nearest in another camera: 0 -> 2 (right), 1 -> 3 (right), 2 -> 0 (right),
+    # 3 -> 0 (wrong), 4 -> 0 (wrong)
+    assert cross_camera_nn_share(feats, pids, cams) == pytest.approx(3 / 5)
+    # at most 2 samples asked, evenly spaced: 0 (right) and 4 (wrong)
+    assert cross_camera_nn_share(feats, pids, cams, max_queries=2) == pytest.approx(1 / 2)
+    assert np.isnan(cross_camera_nn_share(feats, pids, np.zeros(5, dtype=np.int64)))
+    with pytest.raises(ClusteringError, match="5 features but 4 true_pids"):
+        cross_camera_nn_share(feats, pids[:4], cams)

@@ -292,6 +292,8 @@ def test_cluster_contrast_with_the_camera_aware_jaccard_links_cameras_end_to_end
                                 "optim.num_identities=2", *jaccard))
         recs = result.records
         assert [r["epoch"] for r in recs] == list(range(TINY_EPOCHS + 1))
+        # the features' own cross-camera link, logged every epoch beside the labels'
+        assert all(0 <= r["label_quality"]["cross_camera_nn_share"] <= 1 for r in recs[1:])
         return [r["label_quality"]["multi_camera_share"] for r in recs[1:]]
 
     plain = shares("plain")

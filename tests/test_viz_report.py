@@ -15,6 +15,7 @@ from unreid.viz import (
     write_report,
 )
 from unreid.viz.montage import BLUE, GREEN, GREY, RED, framed
+from unreid.viz.plots import curve_panels
 
 
 def _img(value: int, h: int = 8, w: int = 4) -> np.ndarray:
@@ -71,6 +72,55 @@ def test_training_curves_png_is_written(tmp_path):
     png = plot_training_curves(records, tmp_path / "c.png")
     with Image.open(png) as im:
         assert im.width > 500 and im.height > 300
+
+
+# Two epochs of a camera-aware run with ground truth (the keys the engine logs).
+CAMERA_RECORDS = [
+    {"epoch": 0, "eval": {"mAP": 0.1, "R1": 0.2}},
+    {"epoch": 1, "loss": 3.0, "info": {"association_links": 296},
+     "label_quality": {"multi_camera_share": 0.972, "cross_camera_pair_precision": 0.384,
+                       "cross_camera_nn_share": 0.25, "association_link_precision": 0.03}},
+    {"epoch": 2, "loss": 2.5, "info": {"association_links": 120, "online_links": 40},
+     "label_quality": {"multi_camera_share": 0.99, "cross_camera_pair_precision": 0.5,
+                       "cross_camera_nn_share": 0.375, "association_link_precision": 0.125,
+                       "online_link_precision": float("nan")}},
+]
+
+
+def test_curves_draw_the_camera_link_diagnostics_per_epoch():
+    panels = {title: (series, percent) for title, series, percent in curve_panels(CAMERA_RECORDS)}
+    links, percent = panels["camera links"]
+    assert percent
+    assert links == {
+        "clusters spanning >= 2 cameras": [(1, 0.972), (2, 0.99)],
+        "cross-camera pair precision": [(1, 0.384), (2, 0.5)],
+        "cross-camera NN same person": [(1, 0.25), (2, 0.375)],
+        "association link precision": [(1, 0.03), (2, 0.125)],
+        # NaN (no links to score) is not drawn
+    }
+    counts, percent = panels["association links"]
+    assert not percent
+    assert counts == {"at labelling": [(1, 296.0), (2, 120.0)],
+                      "online (previous epoch)": [(2, 40.0)]}
+    assert panels["label quality"] == ({}, True)  # not logged here: an empty panel
+
+
+def test_report_tables_the_camera_links_only_when_logged(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("method:\n  name: cap\n")
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in CAMERA_RECORDS))
+    page = write_report(run).read_text()
+    table = page[page.index("<h2>Camera links</h2>"):]
+    table = table[:table.index("</table>")]
+    rows = [r.removesuffix("</td></tr>").split("</td><td>")
+            for r in table.split("<tr><td>")[1:]]
+    assert [r[0] for r in rows] == ["1", "2"]  # epoch 0 logged none of them
+    assert rows[0][1:] == ["97.2", "38.4", "25.0", "296", "3.0", "-", "-"]
+    assert rows[1][1:] == ["99.0", "50.0", "37.5", "120", "12.5", "40", "-"]  # NaN: -
+    assert (run / "report" / "curves.png").is_file()
+    (run / "metrics.jsonl").write_text(json.dumps(CAMERA_RECORDS[0]))
+    assert "Camera links" not in write_report(run).read_text()
 
 
 def _write_images(folder, n):

@@ -32,7 +32,7 @@ from .jaccard import jaccard_distance, rerank
 from .kmeans import kmeans
 from .knn import knn
 from .labels import class_centres, dense_labels, num_clusters
-from .quality import label_quality
+from .quality import cross_camera_nn_share, label_quality
 from .selection import pul_select, reliable_soft_labels
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "label_health",
     "camera_local_clusters",
     "class_centres",
+    "cross_camera_nn_share",
     "dbscan",
     "dense_labels",
     "estimate_num_classes",

@@ -8,11 +8,14 @@ outliers, purer clusters, or clusters that stop following cameras.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from unreid.errors import ClusteringError
 
-__all__ = ["label_quality"]
+from .knn import as_features, default_chunk
+
+__all__ = ["cross_camera_nn_share", "label_quality"]
 
 
 def _pairs(counts: np.ndarray) -> int:
@@ -23,6 +26,55 @@ def _pairs(counts: np.ndarray) -> int:
 
 def _ratio(num: int, den: int) -> float:
     return num / den if den else 0.0
+
+
+def cross_camera_nn_share(
+    features: np.ndarray | torch.Tensor,
+    true_pids: np.ndarray,
+    camids: np.ndarray,
+    *,
+    max_queries: int = 2048,
+) -> float:
+    """Share of samples whose most similar image from another camera is the same person.
+
+    Whether the features link the cameras at all, independent of any clustering: when
+    this is low, no clustering of these features can make correct cross-camera clusters.
+
+    Args:
+        features: (N, D) features (cosine similarity; normalised inside).
+        true_pids: (N,) int true identities (all >= 0).
+        camids: (N,) int camera of each sample.
+        max_queries: the samples asked are at most this many, evenly spaced over the N
+            (each against all N), so the cost stays about ``max_queries x N x D``.
+
+    Returns:
+        fraction in [0, 1] over the asked samples that have an image in another camera
+        (ties: the lower index); NaN when none has (one camera).
+    """
+    x, inv_norm = as_features(features, who="cross_camera_nn_share")
+    n = x.shape[0]
+    pids = np.asarray(true_pids).reshape(-1)
+    cams = np.asarray(camids).reshape(-1)
+    if len(pids) != n or len(cams) != n:
+        raise ClusteringError(
+            f"cross_camera_nn_share: {n} features but {len(pids)} true_pids and "
+            f"{len(cams)} camids"
+        )
+    asked = np.unique(np.linspace(0, n - 1, num=min(int(max_queries), n)).astype(np.int64))
+    cam_t = torch.from_numpy(cams.astype(np.int64)).to(x.device)
+    xn = x * inv_norm[:, None]
+    hits = total = 0
+    step = default_chunk(n)
+    for s in range(0, len(asked), step):
+        q = torch.from_numpy(asked[s : s + step]).to(x.device)
+        sims = xn[q] @ xn.T
+        sims[cam_t[q][:, None] == cam_t[None, :]] = float("-inf")
+        best, nearest = sims.max(dim=1)  # first maximum: the lower index on ties
+        found = torch.isfinite(best).cpu().numpy()
+        rows = asked[s : s + step][found]
+        total += len(rows)
+        hits += int((pids[nearest.cpu().numpy()[found]] == pids[rows]).sum())
+    return hits / total if total else float("nan")
 
 
 def label_quality(

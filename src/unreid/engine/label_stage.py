@@ -143,7 +143,7 @@ class LabelStage:
             raise outcome
         labels: PseudoLabels = outcome
         stats.add_seconds("cluster", time.perf_counter() - start)
-        stats.labels = self.label_stats(labels)
+        stats.labels = self.label_stats(labels, feats)
         net = self.attach_head(labels, None if feats is None else feats.to(self.device))
         return EpochLabels(labels, self.sampler(labels, epoch), net)
 
@@ -191,8 +191,12 @@ class LabelStage:
         return self.method.sampler(labels, seed=seed, rank=self.info.rank,
                                    world_size=self.info.world_size)
 
-    def label_stats(self, labels: PseudoLabels) -> dict[str, Any]:
-        """Classes, outliers, the method's info and (rank 0, known identities) label quality."""
+    def label_stats(
+        self, labels: PseudoLabels, features: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Classes, outliers, the method's info and (rank 0, known identities) label quality,
+        with the cross-camera nearest-neighbour identity share of ``features`` (N, D) when
+        they were extracted this epoch."""
         stats: dict[str, Any] = {
             "num_clusters": int(labels.num_classes),
             "num_outliers": labels.num_outliers,
@@ -206,4 +210,9 @@ class LabelStage:
             diagnostics = getattr(self.method, "label_diagnostics", None)
             if diagnostics is not None:
                 stats["label_quality"].update(diagnostics(self.data.true_pids))
+            if features is not None:
+                from unreid.cluster import cross_camera_nn_share
+
+                stats["label_quality"]["cross_camera_nn_share"] = cross_camera_nn_share(
+                    features, self.data.true_pids, self.data.camids)
         return stats

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.manifold import TSNE
 
-__all__ = ["plot_embedding", "plot_training_curves", "tsne_2d"]
+__all__ = ["curve_panels", "plot_embedding", "plot_training_curves", "tsne_2d"]
 
 # (title, [(label, record key path)], y-axis as percent?)
 _CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str], ...], bool], ...] = (
@@ -31,10 +31,28 @@ _CURVE_PANELS: tuple[tuple[str, tuple[tuple[str, str], ...], bool], ...] = (
     ("outlier share", (("outliers", "label_quality.outlier_ratio"),), True),
     (
         "label quality",
-        (("ARI", "label_quality.ari"), ("pairwise F", "label_quality.pairwise_f")),
+        (("ARI", "label_quality.ari"), ("pairwise F", "label_quality.pair_f1")),
         True,
     ),
-    ("clusters spanning >= 2 cameras", (("share", "label_quality.multi_camera_share"),), True),
+    # Are the cameras being linked, and rightly? A high multi-camera share is only worth
+    # something next to the precision of the cross-camera pairs and links.
+    (
+        "camera links",
+        (
+            ("clusters spanning >= 2 cameras", "label_quality.multi_camera_share"),
+            ("cross-camera pair precision", "label_quality.cross_camera_pair_precision"),
+            ("cross-camera NN same person", "label_quality.cross_camera_nn_share"),
+            ("association link precision", "label_quality.association_link_precision"),
+            ("online link precision", "label_quality.online_link_precision"),
+        ),
+        True,
+    ),
+    (
+        "association links",
+        (("at labelling", "info.association_links"), ("online (previous epoch)",
+                                                      "info.online_links")),
+        False,
+    ),
 )
 
 
@@ -54,8 +72,27 @@ def _epoch(record: dict[str, Any], index: int) -> int:
     return int(epoch) if isinstance(epoch, int | float) and epoch == epoch else index
 
 
+def curve_panels(
+    records: Sequence[dict[str, Any]],
+) -> list[tuple[str, dict[str, list[tuple[int, float]]], bool]]:
+    """What :func:`plot_training_curves` draws: per panel its title, its series that
+    have values (label -> [(epoch, value)], fractions still as fractions) and whether
+    its axis is in percent. Missing and NaN values are skipped."""
+    panels = []
+    for title, series, percent in _CURVE_PANELS:
+        drawn = {}
+        for label, key in series:
+            points = [(_epoch(r, i), v) for i, r in enumerate(records)
+                      if (v := _lookup(r, key)) is not None]
+            if points:
+                drawn[label] = points
+        panels.append((title, drawn, percent))
+    return panels
+
+
 def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path) -> Path:
-    """Six panels of per-epoch curves from ``metrics.jsonl`` records.
+    """Per-epoch curves from ``metrics.jsonl`` records, one panel per
+    :func:`curve_panels` entry.
 
     Each record is one epoch's JSON line (keys such as ``epoch``, ``loss``,
     ``num_clusters``, ``eval.mAP``, ``label_quality.ari``). Missing values are
@@ -63,28 +100,24 @@ def plot_training_curves(records: Sequence[dict[str, Any]], out_png: str | Path)
     Fractions are drawn as percentages.
     """
     out_png = Path(out_png)
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), constrained_layout=True)
-    for ax, (title, series, percent) in zip(axes.flat, _CURVE_PANELS, strict=True):
-        drawn = False
-        for label, key in series:
-            points = [
-                (_epoch(r, i), v)
-                for i, r in enumerate(records)
-                if (v := _lookup(r, key)) is not None
-            ]
-            if not points:
-                continue
+    panels = curve_panels(records)
+    cols = 4
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(17, 3.3 * rows), constrained_layout=True)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (title, series, percent) in zip(axes.flat, panels, strict=False):
+        for label, points in series.items():
             xs, ys = zip(*points, strict=True)
             ys_arr = np.asarray(ys) * (100.0 if percent else 1.0)
             style = "--" if label.startswith("true") else "-"
             ax.plot(xs, ys_arr, style, marker="o", markersize=3, label=label)
-            drawn = True
         ax.set_title(title)
         ax.set_xlabel("epoch")
         if percent:
             ax.set_ylabel("%")
-        if drawn:
-            ax.legend(fontsize=8)
+        if series:
+            ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)

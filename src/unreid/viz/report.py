@@ -233,6 +233,51 @@ def _health_section(records: list[dict[str, Any]]) -> Markup:
     return join(parts, "\n")
 
 
+# (record key path, column title, scale): per epoch, are the cameras being linked, rightly?
+_CAMERA_LINK_COLUMNS = (
+    ("label_quality.multi_camera_share", "clusters spanning cameras %", 100.0),
+    ("label_quality.cross_camera_pair_precision", "cross-camera pair precision %", 100.0),
+    ("label_quality.cross_camera_nn_share", "cross-camera NN same person %", 100.0),
+    ("info.association_links", "association links", 1.0),
+    ("label_quality.association_link_precision", "link precision %", 100.0),
+    ("info.online_links", "online links (previous epoch)", 1.0),
+    ("label_quality.online_link_precision", "online link precision %", 100.0),
+)
+
+
+def _dotted(record: dict[str, Any], path: str) -> Any:
+    node: Any = record
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _camera_links_section(records: list[dict[str, Any]]) -> Markup:
+    """Per epoch, the cross-camera link diagnostics that were logged (the columns with
+    a value in some epoch; precisions need the true identities); empty when none was."""
+    columns = [c for c in _CAMERA_LINK_COLUMNS
+               if any(_dotted(r, c[0]) is not None for r in records)]
+    rows = [r for r in records if any(_dotted(r, c[0]) is not None for c in columns)]
+    if not rows:
+        return Markup("")
+
+    def cell(value: Any, scale: float) -> Markup:
+        if isinstance(value, float) and value != value:  # NaN: no link to score
+            value = None
+        if isinstance(value, int) and not isinstance(value, bool) and scale == 1.0:
+            return tag("td", str(value))
+        return tag("td", _number(value, scale))
+
+    head = tag("tr", tag("th", "epoch"), *(tag("th", title) for _, title, _ in columns))
+    body = [tag("tr", tag("td", r.get("epoch", "?")),
+                *(cell(_dotted(r, key), scale) for key, _, scale in columns)) for r in rows]
+    about = ("Whether the pseudo-labels link the cameras, and rightly: a high share of "
+             "clusters spanning cameras is only worth something when the cross-camera "
+             "pairs and links are the same person (curves under Training curves).")
+    return join([tag("h2", "Camera links"), tag("p", about, class_="note"),
+                 tag("table", head, *body)], "\n")
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object file, or None when absent or unreadable (the report still renders)."""
     try:
@@ -359,6 +404,7 @@ def write_report(run_dir: str | Path, *, with_masks: bool = False) -> Path:
         _summary_table(records),
         _source_table(_read_json(run_dir / "source.json"), records),
         _health_section(records),
+        _camera_links_section(records),
         section(
             "Training curves",
             lambda: plot_training_curves(records, out / "curves.png") if records else None,
