@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from unreid.cluster import label_quality
+from unreid.cluster import cross_camera_nn_share, label_quality
 from unreid.config import Config
 from unreid.engine import distributed as ddp
 from unreid.engine.loop import EpochStats, derive_seed
@@ -211,8 +211,6 @@ class LabelStage:
             if diagnostics is not None:
                 stats["label_quality"].update(diagnostics(self.data.true_pids))
             if features is not None:
-                from unreid.cluster import cross_camera_nn_share
-
                 stats["label_quality"]["cross_camera_nn_share"] = cross_camera_nn_share(
                     features, self.data.true_pids, self.data.camids)
         return stats
