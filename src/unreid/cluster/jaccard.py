@@ -68,14 +68,6 @@ _BLOCK_BUDGET = 1 << 22
 _GATHER_BUDGET = 1 << 20
 
 
-def _ragged(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + l)`` over all (s, l): positions of CSR segments."""
-    starts = starts.astype(np.int64, copy=False)
-    lens = lens.astype(np.int64, copy=False)
-    shift = np.repeat(starts - (np.cumsum(lens) - lens), lens)
-    return shift + np.arange(len(shift), dtype=np.int64)
-
-
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Boolean mask: which ``keys`` occur in the sorted array ``sorted_keys``."""
     if len(sorted_keys) == 0:
@@ -89,15 +81,20 @@ def _row_ptr(sorted_keys: np.ndarray, n: int) -> np.ndarray:
     return np.searchsorted(sorted_keys, np.arange(n + 1, dtype=np.int64) * n)
 
 
-def _reciprocal(rank: np.ndarray, width: int) -> np.ndarray:
-    """Sorted keys ``i * N + j`` of the k-reciprocal pairs: ``j in rank[i, :width]`` and
-    ``i in rank[j, :width]``. Includes (i, i) since every rank row starts with i."""
+def _reciprocal(rank: np.ndarray, width: int) -> sparse.csr_matrix:
+    """The k-reciprocal pairs as a canonical (N, N) CSR pattern (all values 1.0):
+    ``j in rank[i, :width]`` and ``i in rank[j, :width]``. Includes (i, i) since every
+    rank row starts with i. The elementwise product with the transpose runs in scipy's
+    compiled sparse kernels."""
     n = rank.shape[0]
-    rows = np.repeat(np.arange(n, dtype=np.int64), width)
-    cols = rank[:, :width].reshape(-1).astype(np.int64)
-    forward = rows * n + cols
-    keys = np.sort(forward)
-    return np.sort(forward[_contains(keys, cols * n + rows)])
+    forward = sparse.csr_matrix(
+        (np.ones(n * width), rank[:, :width].reshape(-1), np.arange(0, n * width + 1, width)),
+        shape=(n, n),
+    )
+    forward.sort_indices()
+    both = forward.multiply(forward.T.tocsr()).tocsr()
+    both.sort_indices()
+    return both
 
 
 def _pair_cosines(
@@ -135,21 +132,29 @@ def _encode(
     ``scale``: (N,) factor applied to row i's distances before the kernel.
     """
     n = rank.shape[0]
-    r_keys = _reciprocal(rank, width)
-    h_keys = _reciprocal(rank, half_width)
-    h_ptr = _row_ptr(h_keys, n)
-    # Step 3: for every pair (i, c) of R, look up R2(c)'s members in R(i).
-    pair_i, pair_c = r_keys // n, r_keys % n
-    h_len = np.diff(h_ptr)[pair_c]
-    members = h_keys[_ragged(h_ptr[pair_c], h_len)] % n
-    pair_of = np.repeat(np.arange(len(r_keys)), h_len)
-    member_keys = pair_i[pair_of] * n + members
-    shared = np.bincount(pair_of[_contains(r_keys, member_keys)], minlength=len(r_keys))
+    recip = _reciprocal(rank, width)
+    half = _reciprocal(rank, half_width)
+    # Step 3: for every pair (i, c) of R, |R2(c) & R(i)| = (R @ R2^T)[i, c], read at R's
+    # own pattern (never 0 there: c lies in both R(i) and R2(c)). Sparse products in
+    # compiled code, instead of listing every (i, c, member) triple in numpy.
+    shared = recip.multiply(recip @ half.T).tocsr()
+    shared.sort_indices()
+    pair_c = shared.indices
+    h_len = np.diff(half.indptr)[pair_c]
     # Float comparison exactly as the original: len(intersection) > 2/3 * len(R2(c)).
-    joins = shared > (2.0 / 3.0) * h_len
-    e_keys = np.sort(np.concatenate([r_keys, member_keys[joins[pair_of]]]))
-    e_keys = e_keys[np.concatenate([[True], e_keys[1:] != e_keys[:-1]])]
-    del member_keys, pair_of, members
+    joins = sparse.csr_matrix(
+        ((shared.data > (2.0 / 3.0) * h_len).astype(np.float64), pair_c, shared.indptr),
+        shape=(n, n),
+    )
+    joins.eliminate_zeros()
+    # The expanded sets: R(i) and, for every joining c, R2(c) (all values positive, so
+    # the sum's pattern is exactly their union).
+    expanded = (recip + joins @ half).tocsr()
+    expanded.sort_indices()
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(expanded.indptr))
+    cols, ptr = expanded.indices.astype(np.int64), expanded.indptr
+    e_keys = rows * n + cols  # sorted
+    del recip, half, shared, joins, pair_c, h_len, expanded
 
     # Step 4: cosines from the kNN lists where present, else computed.
     list_keys = (np.arange(n, dtype=np.int64)[:, None] * n + rank).reshape(-1)
@@ -160,11 +165,8 @@ def _encode(
     cos = np.where(found, list_sims[pos], 0.0)
     missing = np.flatnonzero(~found)
     if len(missing):
-        cos[missing] = _pair_cosines(
-            x, inv_norm, e_keys[missing] // n, e_keys[missing] % n
-        )
-    rows, cols = e_keys // n, e_keys % n
-    ptr = _row_ptr(e_keys, n)
+        cos[missing] = _pair_cosines(x, inv_norm, rows[missing], cols[missing])
+    del e_keys, pos, found
     dist = np.maximum(2.0 - 2.0 * cos, 0.0) * scale[rows]
     # Softmax of -dist per row (every row holds at least the sample itself).
     weight = np.exp(np.minimum.reduceat(dist, ptr[:-1])[rows] - dist)
@@ -280,24 +282,26 @@ def _jaccard_pairs(
     value, col_rows = v.data[:end], csr_pos.indices.astype(np.int64)
     col_value = v.data[csr_pos.data - 1]
     del csr_pos, entry_cols, col_end
+    ramp = np.arange(int(max((triples[a:b].sum() for a, b in bounds), default=0)) + 1)
 
     def chunk(bound: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        # numpy releases the GIL in gathers, ufuncs and ufunc.at, so chunks overlap.
+        # numpy releases the GIL in repeats, gathers, ufuncs and bincount, so chunks
+        # overlap. Every per-entry quantity is spread over its triples by np.repeat (a
+        # sequential copy) rather than an index gather; only the column lists are gathered.
         a, b = bound
         low = int(lowest[a])
         width = int(reach[a:b].max()) + 1 - low
         lo, hi = int(v.indptr[a]), int(v.indptr[b])
         seg = lens[lo:hi]
-        # Triple -> its entry (i, c) of V, and its position in column c's list.
-        owner = np.repeat(np.arange(hi - lo), seg)
-        where = (first[lo:hi] - (np.cumsum(seg) - seg))[owner]
-        where += np.arange(len(owner))
-        terms = np.minimum(value[lo:hi][owner], col_value[where])
-        keys = ((entry_rows[lo:hi] - a) * width - low)[owner]
+        # Each triple's position in column c's list: the entry's first partner + a ramp.
+        where = np.repeat(first[lo:hi] - (np.cumsum(seg) - seg), seg)
+        where += ramp[: len(where)]
+        terms = np.minimum(np.repeat(value[lo:hi], seg), col_value[where])
+        keys = np.repeat((entry_rows[lo:hi] - a) * width - low, seg)
         keys += col_rows[where]
-        del owner, where
-        sums = np.zeros((b - a) * width)
-        np.add.at(sums, keys, terms)
+        del where
+        # Sums in triple order from 0.0, as np.add.at would give, a few times faster.
+        sums = np.bincount(keys, weights=terms, minlength=(b - a) * width)
         del keys, terms
         # d = 1 - s / (2 - s) falls as s grows: d <= cutoff needs s >= 2 (1 - cutoff) /
         # (2 - cutoff). A bool mask of that (with slack for rounding) is far cheaper to

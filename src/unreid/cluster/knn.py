@@ -181,16 +181,38 @@ def scan(
     return ids_out, vals_out, row_min
 
 
+def _unit_rows(x: torch.Tensor, inv_norm: torch.Tensor, s: int, e: int) -> np.ndarray:
+    """Rows s:e of x, L2-normalised, as a C-contiguous float32 numpy array (what faiss
+    takes): built block by block so that no normalised copy of all N rows exists
+    besides the one inside the faiss index."""
+    return np.ascontiguousarray((x[s:e] * inv_norm[s:e, None]).float().cpu().numpy())
+
+
+def _faiss_search(index, x: torch.Tensor, inv_norm: torch.Tensor, k: int) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    """Add every normalised row to ``index`` and search them all, ``_FAISS_ROWS`` at a
+    time; the results in the module's order (:func:`_self_first`)."""
+    n = x.shape[0]
+    for s in range(0, n, _FAISS_ROWS):
+        index.add(_unit_rows(x, inv_norm, s, min(n, s + _FAISS_ROWS)))
+    ids = np.empty((n, k), dtype=np.int64)
+    sims = np.empty((n, k), dtype=np.float32)
+    self_sim = np.empty(n, dtype=np.float32)
+    for s in range(0, n, _FAISS_ROWS):
+        e = min(n, s + _FAISS_ROWS)
+        q = _unit_rows(x, inv_norm, s, e)
+        sims[s:e], ids[s:e] = index.search(q, k)
+        self_sim[s:e] = (q * q).sum(axis=1)
+    return _self_first(ids, sims, self_sim)
+
+
 def _faiss_knn(x: torch.Tensor, inv_norm: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The same answer from faiss ``IndexFlatIP`` (exact inner products), then the same
     self-first and tie rules applied to faiss's k results."""
     import faiss  # the faiss extra; this path is taken only when it is installed
 
-    xn = np.ascontiguousarray((x * inv_norm[:, None]).float().cpu().numpy())
-    index = faiss.IndexFlatIP(xn.shape[1])
-    index.add(xn)
-    sims, ids = index.search(xn, k)
-    return _self_first(ids, sims, (xn * xn).sum(axis=1))
+    return _faiss_search(faiss.IndexFlatIP(x.shape[1]), x, inv_norm, k)
 
 
 def _self_first(ids: np.ndarray, sims: np.ndarray, self_sim: np.ndarray) -> tuple[
@@ -225,26 +247,13 @@ def _faiss_approx_knn(
     sample.sort()
     dim = min(_PCA_DIM, d, len(sample))  # faiss fits at most one component per sample
 
-    def unit(s: int, e: int) -> np.ndarray:
-        return np.ascontiguousarray((x[s:e] * inv_norm[s:e, None]).float().cpu().numpy())
-
     pca = faiss.PCAMatrix(d, dim)
     pca.train(np.ascontiguousarray(
         (x[sample] * inv_norm[sample, None]).float().cpu().numpy()
     ))
     index = faiss.IndexRefineFlat(faiss.IndexPreTransform(pca, faiss.IndexFlatIP(dim)))
     index.k_factor = _REFINE
-    for s in range(0, n, _FAISS_ROWS):
-        index.add(unit(s, min(n, s + _FAISS_ROWS)))
-    ids = np.empty((n, k), dtype=np.int64)
-    sims = np.empty((n, k), dtype=np.float32)
-    self_sim = np.empty(n, dtype=np.float32)
-    for s in range(0, n, _FAISS_ROWS):
-        e = min(n, s + _FAISS_ROWS)
-        q = unit(s, e)
-        sims[s:e], ids[s:e] = index.search(q, k)
-        self_sim[s:e] = (q * q).sum(axis=1)
-    return _self_first(ids, sims, self_sim)
+    return _faiss_search(index, x, inv_norm, k)
 
 
 def resolve_search(search: str, n: int) -> str:
