@@ -184,14 +184,17 @@ def test_rerank_rejects_bad_input():
 
 
 def test_jaccard_many_small_chunks_on_threads_equal_one_chunk(monkeypatch):
-    # Tiny budgets: hundreds of row chunks, narrow blocks, run on two threads; the stored
-    # pairs and distances must not depend on how the rows were cut.
+    # Tiny budgets: hundreds of row chunks, narrow blocks, sparse products and cosine
+    # gathers cut into blocks, run on two threads; the stored pairs and distances must not
+    # depend on how the rows were cut.
     import unreid.cluster.jaccard as jaccard_module
 
     feats = clustered(25, 8, 16, 0.5, seed=6)
     whole = jaccard_distance(feats, k1=15, k2=4, cutoff=0.8)
     monkeypatch.setattr(jaccard_module, "_TRIPLE_BUDGET", 40)
     monkeypatch.setattr(jaccard_module, "_BLOCK_BUDGET", 64)
+    monkeypatch.setattr(jaccard_module, "_PRODUCT_SPLIT_ROWS", 8)
+    monkeypatch.setattr(jaccard_module, "_GATHER_BUDGET", 64)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     cut = jaccard_distance(feats, k1=15, k2=4, cutoff=0.8)
     assert (cut.indptr == whole.indptr).all() and (cut.indices == whole.indices).all()

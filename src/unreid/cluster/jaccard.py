@@ -66,6 +66,8 @@ _TRIPLE_BUDGET = 1 << 18
 _BLOCK_BUDGET = 1 << 22
 # Feature elements gathered at once when computing cosines of pairs outside the kNN lists.
 _GATHER_BUDGET = 1 << 20
+# Sparse products with at least this many rows are split into row blocks over threads.
+_PRODUCT_SPLIT_ROWS = 1024
 
 
 def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -79,6 +81,21 @@ def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
 def _row_ptr(sorted_keys: np.ndarray, n: int) -> np.ndarray:
     """CSR row pointer of sorted pair keys ``i * n + j``."""
     return np.searchsorted(sorted_keys, np.arange(n + 1, dtype=np.int64) * n)
+
+
+def _product(a: sparse.csr_matrix, b: sparse.csr_matrix) -> sparse.csr_matrix:
+    """``a @ b`` (CSR, indices not sorted), row blocks of ``a`` on ``torch.get_num_threads()``
+    threads: scipy's compiled product releases the GIL, and each output row is computed
+    exactly as in one product."""
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or a.shape[0] < _PRODUCT_SPLIT_ROWS:
+        return (a @ b).tocsr()
+    edges = np.linspace(0, a.shape[0], threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        parts = list(pool.map(
+            lambda se: (a[int(se[0]) : int(se[1])] @ b).tocsr(), zip(edges[:-1], edges[1:])
+        ))
+    return sparse.vstack(parts, format="csr")
 
 
 def _reciprocal(rank: np.ndarray, width: int) -> sparse.csr_matrix:
@@ -143,7 +160,7 @@ def _encode(
     # Step 3: for every pair (i, c) of R, |R2(c) & R(i)| = (R @ R2^T)[i, c], read at R's
     # own pattern (never 0 there: c lies in both R(i) and R2(c)). Sparse products in
     # compiled code, instead of listing every (i, c, member) triple in numpy.
-    shared = recip.multiply(recip @ half.T).tocsr()
+    shared = recip.multiply(_product(recip, half.T.tocsr())).tocsr()
     shared.sort_indices()
     pair_c = shared.indices
     h_len = np.diff(half.indptr)[pair_c]
@@ -155,7 +172,7 @@ def _encode(
     joins.eliminate_zeros()
     # The expanded sets: R(i) and, for every joining c, R2(c) (all values positive, so
     # the sum's pattern is exactly their union).
-    expanded = (recip + joins @ half).tocsr()
+    expanded = (recip + _product(joins, half)).tocsr()
     expanded.sort_indices()
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(expanded.indptr))
     cols, ptr = expanded.indices.astype(np.int64), expanded.indptr
@@ -185,7 +202,7 @@ def _encode(
             (np.ones(n * k2), rank[:, :k2].reshape(-1), np.arange(0, n * k2 + 1, k2)),
             shape=(n, n),
         )
-        v = mean @ v
+        v = _product(mean, v)
         v.data /= k2
         v.sort_indices()
     return v
