@@ -74,6 +74,35 @@ def test_dbscan_on_sparse_jaccard_equals_sklearn_on_dense(feats, eps, min_sample
     assert got.max() >= 10  # a non-trivial clustering
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_dbscan_equals_sklearn_on_random_sparse_graphs_symmetric_or_not(seed):
+    # Sparse random graphs with many border samples between clusters (where the order of
+    # scikit-learn's expansion decides), explicit zeros, a wrong diagonal; the last seeds
+    # are asymmetric (scikit-learn's directed expansion, the fallback path).
+    rng = np.random.default_rng(seed)
+    n = 120
+    rows, cols = rng.integers(0, n, 150), rng.integers(0, n, 150)
+    vals = rng.choice([0.0, 0.1, 0.2, 0.3, 0.5], 150)
+    if seed < 4:
+        rows, cols, vals = np.r_[rows, cols], np.r_[cols, rows], np.r_[vals, vals]
+    g = sparse.coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()  # duplicates summed
+    g.setdiag(0.9)  # ignored: a sample is its own neighbour
+    assert (g.data == 0).any()  # stored zeros are neighbours at any eps
+    coo = g.tocoo()
+    dense = np.full((n, n), 10.0)  # a missing entry: never a neighbour
+    dense[coo.row, coo.col] = coo.data
+    np.fill_diagonal(dense, 0.0)
+    clusters = []
+    for eps, min_samples in [(0.2, 2), (0.3, 3), (0.5, 3), (0.5, 4)]:
+        ref = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(dense).labels_
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # all outliers, at some settings
+            got = dbscan(g, eps, min_samples)
+        np.testing.assert_array_equal(got, _first_occurrence(ref))
+        clusters.append(int(got.max()) + 1)
+    assert max(clusters) >= 3, clusters  # non-trivial: several clusters
+
+
 def test_dbscan_all_outliers_warns_with_the_knob():
     g = _graph(5, {(0, 1): 0.3})
     with pytest.warns(UserWarning, match=r"all 5 samples are outliers.*raise cluster\.eps"):
