@@ -7,21 +7,30 @@ cluster-contrast-style reference.
 
 Market-1501 train: N = 12,936 (751 identities); MSMT17 train: N = 32,621 (1,041); D = 2048;
 k1 = 30, k2 = 6, eps = 0.6, min_samples = 4 (cluster-contrast's settings). From N =
-100,000 on the row clusters with the approximate faiss kNN (`search="faiss"`, what
-`cluster.knn=auto` picks there) and compares its labels with the exact path (ARI), which
-`--no-exact-large` skips (it costs ~(N / 32,621)^2 the MSMT17 kNN).
+100,000 on the row also clusters with the approximate faiss kNN (`search="faiss"`) and
+compares its labels with the exact path (ARI), which `--no-exact-large` skips (it costs
+~(N / 32,621)^2 the MSMT17 kNN; its own kNN floor is timed only with `--floor-large`).
 
-Features: float32 with planted identities and cameras: identity centre + 1.5 x a unit
-per-(identity, camera) offset + Gaussian noise of norm 2..5 (drawn per identity), so
-that DBSCAN leaves ~20 % outliers and splits some identities by camera, as early
-cluster-contrast epochs do. Generated row block by row block (no large temporaries).
+Features (`--data`, default: hard below N = 100,000, reid from there on), float32 with
+planted identities and cameras (`make_features`):
+
+- hard: identity centre + 1.5 x a unit per-(identity, camera) offset + Gaussian noise of
+  norm 2..5 (drawn per identity), near-isotropic, so that DBSCAN leaves ~20 % outliers
+  and splits some identities by camera, as early cluster-contrast epochs do;
+- reid: closer to trained re-ID features: identities of 10-20 images, a decaying
+  spectrum (coordinate j scaled by 1 / (1 + j / 32): ~90 % of the variance in 256
+  directions, so similar identities are hard negatives), camera offsets of norm 0.5 and
+  noise of norm 0.5-0.8: same-identity cosines ~0.5-0.75, the nearest other identity's
+  ~0.35 at N = 6,000.
+
+Generated row block by row block (no large temporaries).
 
 Measurements, each in a fresh subprocess so that peak memory readings do not mix:
 
 - sparse: `jaccard_distance(x, k1, k2, cutoff=eps, search="exact")` + `dbscan(...)`,
   each run right after a timed `unreid.cluster.knn(x, k1)` in the same process (the kNN
   every method needs, the floor; `ratio` = median total / median kNN);
-- approx (N >= 100,000): the same with `search="faiss"`;
+- approx (N >= 100,000): the same with `search="faiss"` (its floor: the faiss kNN);
 - dense (N <= 13,000 only): the dense reference of tests/jaccard_reference.py
   (`dense_jaccard`, float32 N x N matrices and per-row loops like cluster-contrast's
   `compute_jaccard_distance`, fed with the same kNN lists) + scikit-learn DBSCAN on the
