@@ -321,7 +321,7 @@ def main() -> int:
                     row[kind]["ratio_median_of_runs"] = statistics.median(
                         row[kind]["ratio_per_run"]
                     )
-            if "sparse" in row:
+            if "sparse" in row and "ratio" in row["sparse"]:
                 row["ratio"] = row["sparse"]["ratio"]
             if "approx" in row and "sparse" in row:
                 ours = np.load(Path(tmp) / f"{name}-approx.npy")
