@@ -1,4 +1,4 @@
-"""SFE-CR ablation on the synthetic world, with ground-truth and with noisy masks (issue 6).
+"""SFE-CR ablation on the synthetic world, with ground-truth and with noisy masks.
 
 Rows: supervised (upper bound), pul, rsl, cluster_contrast, +SFE only (sfe_cr with
 method.cr=false and the global clustering on fused features), +CR only (method.sfe=false),

@@ -1,4 +1,4 @@
-"""Every method on real data: CUHK03 (detected boxes), one row per method (issue 7).
+"""Every method on real data: CUHK03 (detected boxes), one row per method.
 
 Rows: ImageNet init (the initial weights evaluated, no training: ``optim.epochs=0``),
 supervised, pul, rsl, cluster_contrast, +SFE only, +CR only, sfe_cr, sfe_cr (fused);
