@@ -167,8 +167,8 @@ def health_warnings(health: dict, limits: HealthLimits = LIMITS, *,
             and float(multi) < limits.min_multi_camera_share):
         lines.append(
             f"only {100 * float(multi):.0f} % of the clusters span two or more cameras (they "
-            "follow the cameras): raise cluster.eps or use a camera-aware method "
-            "(method.name=sfe_cr)"
+            "follow the cameras): raise cluster.eps, or link the cameras with "
+            "cluster.jaccard=camera_aware or method.name=cap"
         )
     agreement = health.get("agreement")
     if agreement is not None and float(agreement) < limits.min_agreement:
