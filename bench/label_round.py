@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _memory import write_json
+from sklearn.metrics import adjusted_rand_score
 
 from unreid.apps.demo import demo_config
 from unreid.apps.inference import load_model_from_checkpoint
@@ -61,15 +62,9 @@ def changed_samples(reference: np.ndarray, other: np.ndarray) -> int:
     changed = 0
     for c in np.unique(other):
         members = reference[other == c]
-        values, counts = np.unique(members, return_counts=True)
+        counts = np.unique(members, return_counts=True)[1]
         changed += len(members) - int(counts.max())
     return changed
-
-
-def ari(a: np.ndarray, b: np.ndarray) -> float:
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(a, b))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "cosine_min": float(cos.min()), "cosine_median": float(cos.median()),
         "images_below_0.999": int((cos < 0.999).sum()),
         "clusters_fp32": clusters(labels32), "clusters_bf16": clusters(labels16),
-        "label_ari": ari(labels32, labels16),
+        "label_ari": float(adjusted_rand_score(labels32, labels16)),
         "samples_changed": changed_samples(labels32, labels16),
         "eval": maps,
     }
