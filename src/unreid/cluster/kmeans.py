@@ -43,6 +43,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from unreid.cluster.knn import _faiss_available
 from unreid.errors import ClusteringError
 
 __all__ = ["kmeans"]
@@ -92,14 +93,6 @@ def _check_seed(seed: int, who: str) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ClusteringError(f"{who}: seed must be an integer >= 0 (cluster.seed), got {seed!r}")
     return int(seed)
-
-
-def _faiss_available() -> bool:
-    try:  # faiss is optional: the faiss extra (faiss-cpu)
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _assign(
