@@ -104,6 +104,10 @@ def test_resume_after_an_epoch_repeats_nothing_and_matches_exactly(
     assert [r["epoch"] for r in lines(out)] == [0, 1]
     with pytest.raises(ConfigError, match="already holds a run"):
         train(tiny_cfg(tiny_world, out, "optim.epochs=1"))
+    # A run made before a setting existed resumes: the missing key counts at its default.
+    state = load_checkpoint(out / CHECKPOINT)
+    del state["config"]["camera"]["assoc_margin"]
+    torch.save(state, out / CHECKPOINT)
     resumed = train(None, resume=out, overrides=[f"optim.epochs={EPOCHS}"])
     assert [r["epoch"] for r in lines(out)] == list(range(EPOCHS + 1))
     assert [r.get("loss") for r in resumed.records] == [r.get("loss") for r in cc_run.records]

@@ -114,7 +114,9 @@ def train(
             cfg = config_from_dict(saved)
             if overrides:
                 cfg = _apply(cfg, overrides)
-        check_resume_config(saved, to_container(cfg), run_dir, RESUMABLE)
+        # settings added to unreid after the run was made compare at their defaults
+        check_resume_config(to_container(config_from_dict(saved)), to_container(cfg), run_dir,
+                            RESUMABLE)
         cfg.run.out_dir = str(run_dir)
     else:
         if cfg is None:
