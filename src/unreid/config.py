@@ -57,6 +57,7 @@ __all__ = [
     "RULES",
     "Rule",
     "RunConfig",
+    "SourceConfig",
     "check_value",
     "load_config",
     "recipe_path",
@@ -69,6 +70,8 @@ BASE_KEY = "_base_"  # in a YAML file: the file(s) it inherits from
 # the cluster knobs cluster.auto chooses; a config setting any of them keeps auto off
 AUTO_KNOBS = ("k1", "k2", "eps", "min_samples")
 RECIPES = Path(__file__).with_name("recipes")  # package data: recipes such as the demo's
+# unreid.data.roots.SYNTH_PREFIX (not imported: that pulls in torch; a test keeps them equal)
+_SYNTH_PREFIX = "synth:"
 
 
 @dataclass
@@ -86,6 +89,20 @@ class DataConfig:
     height: int = 256
     width: int = 128
     cache_dir: str = "auto"  # decoded images, memory-mapped: auto = per-user cache; "" = in memory
+
+
+@dataclass
+class SourceConfig:
+    """Source replay: a labelled source set trained with its true identities beside the
+    target's pseudo-labels, so adaptation keeps what the source model learnt (off while
+    ``root`` is unset). Decoded at ``data.height`` x ``data.width`` like the target."""
+
+    # labelled dataset folder (Market-1501 / MSMT17 layout), or a list of them merged with
+    # identities kept apart as for data.root; None = off: str | list[str] | None, typed Any
+    # because structured configs have no unions
+    root: Any = None
+    layout: str = "auto"  # auto | market | msmt17 | folder (folder needs pids in the names)
+    weight: float = 1.0  # of the source loss in each step's total (one more forward/backward)
 
 
 @dataclass
@@ -240,6 +257,7 @@ class RunConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
@@ -432,6 +450,13 @@ RULES: dict[str, Rule] = {
         "a folder, synth:default, or a non-empty list of folders"),
     "data.layout": _one_of("auto", "market", "msmt17", "folder"),
     "data.height": _POSITIVE_INT,
+    "source.root": Rule(
+        lambda v: v is None or (isinstance(v, str) and v != "") or (
+            isinstance(v, list | ListConfig) and len(v) > 0
+            and all(isinstance(r, str) and r for r in v)),
+        "a labelled dataset folder, a non-empty list of them, or null (off)"),
+    "source.layout": _one_of("auto", "market", "msmt17", "folder"),
+    "source.weight": _interval(0, lo_open=True),
     "data.width": _POSITIVE_INT,
     "model.last_stride": _one_of(1, 2),
     "model.pooling": _one_of("avg", "gem"),
@@ -529,9 +554,30 @@ def validate_config(cfg: Config, *, allow_missing: bool = False) -> Config:
         value = OmegaConf.select(node, key, throw_on_missing=False)
         if not rule.check(value):
             problems.append(f"{key}={value!r} is not allowed: use {rule.allowed}")
+    if not allow_missing:  # a run is about to start: its source folders must be there
+        problems += _absent_source_roots(OmegaConf.select(node, "source.root"))
     if problems:
         raise ConfigError("; ".join(problems))
     return cfg
+
+
+def _absent_source_roots(root: Any) -> list[str]:
+    """One problem line per entry of ``source.root`` that is not a folder (``synth:`` worlds
+    are generated on demand; a malformed value is the rule's problem, not this one's)."""
+    if root is None or not RULES["source.root"].check(root):
+        return []
+    entries = [root] if isinstance(root, str) else [str(r) for r in root]
+    problems = []
+    for i, entry in enumerate(entries):
+        path = Path(entry)
+        if entry.startswith(_SYNTH_PREFIX) or path.is_dir():
+            continue
+        key = "source.root" if isinstance(root, str) else f"source.root[{i}]"
+        where = "" if path.is_absolute() else f" (from {Path.cwd()}: {path.absolute()})"
+        problems.append(
+            f"{key}={entry} is not a folder{where}: give the labelled source dataset's folder, "
+            "or leave source.root unset to train on the target alone")
+    return problems
 
 
 def to_container(cfg: Config) -> dict[str, Any]:

@@ -58,8 +58,9 @@ def data_roots(root: str | Sequence[str]) -> list[str]:
     return [str(r) for r in root]
 
 
-def resolve_data_roots(root: str | Sequence[str]) -> list[Path]:
-    """Every entry of ``data.root`` -> a dataset folder (:func:`resolve_data_root`).
+def resolve_data_roots(root: str | Sequence[str], key: str = "data.root") -> list[Path]:
+    """Every entry of ``data.root`` (or of the setting ``key``, e.g. ``source.root``) -> a
+    dataset folder (:func:`resolve_data_root`).
 
     Raises:
         DataError: an entry of a list that is not an existing folder (one line naming
@@ -67,22 +68,30 @@ def resolve_data_roots(root: str | Sequence[str]) -> list[Path]:
     """
     entries = data_roots(root)
     if not entries:
-        raise ConfigError("data.root=[] names no dataset: give a folder or a list of folders")
+        raise ConfigError(f"{key}=[] names no dataset: give a folder or a list of folders")
     folders = [resolve_data_root(r) for r in entries]
     if len(folders) > 1:
         for i, folder in enumerate(folders):
             if not folder.is_dir():
-                raise DataError(f"data.root[{i}]={folder} is not a folder: fix that entry of "
-                                "the data.root list or remove it")
+                raise DataError(f"{key}[{i}]={folder} is not a folder: fix that entry of "
+                                f"the {key} list or remove it")
     return folders
 
 
-def load_run_dataset(cfg: Config) -> Dataset:
-    """The :class:`unreid.data.Dataset` of ``cfg.data``: one root, or several merged."""
+def load_run_dataset(cfg: Config, *, root: Any = None, layout: str | None = None,
+                     key: str = "data.root") -> Dataset:
+    """The :class:`unreid.data.Dataset` of ``cfg.data``: one root, or several merged.
+
+    ``root`` (str or list, e.g. ``cfg.source.root``) and ``layout`` load another labelled
+    root the same way, named ``key`` in errors; ``data.camera_regex`` and ``data.csv``
+    describe ``data.root``'s folder and apply to it only.
+    """
     d = cfg.data
+    own = root is None
     return merge_datasets([
-        load_dataset(folder, layout=d.layout, camera_regex=d.camera_regex, csv=d.csv)
-        for folder in resolve_data_roots(d.root)
+        load_dataset(folder, layout=d.layout if layout is None else layout,
+                     camera_regex=d.camera_regex if own else None, csv=d.csv if own else None)
+        for folder in resolve_data_roots(d.root if own else root, key)
     ])
 
 

@@ -6,8 +6,9 @@ config, the resolved ``model_feature`` (the retrieval vector, ``bn`` or
 search and export rebuild the model without the method registry (a run of an
 out-of-tree method still evaluates). To continue the run exactly it also holds
 the optimiser, schedule, AMP scaler, the method's head, the RNG states, the
-records and the hooks' state; a mid-epoch (``step``) checkpoint adds the
-epoch's labels, the sampler's position and the epoch's running sums.
+records and the hooks' state (and, with source replay, its identity memory); a
+mid-epoch (``step``) checkpoint adds the epoch's labels, the samplers' positions
+and the epoch's running sums.
 
 Files and the atomic write are those of :mod:`unreid.engine.checkpoint`.
 """
@@ -72,6 +73,8 @@ class Checkpointer:
             "extract_precision": None if t.extract_precision is None
             else [t.extract_precision.name, t.extract_precision.reason],
         }
+        if t.replay is not None:
+            state["source_replay"] = t.replay.state_dict(kind)
         current = t.current
         # A method whose labels do not come from features keeps its head across epochs,
         # so the head's labels travel with the epoch checkpoint too.
@@ -136,6 +139,8 @@ class Checkpointer:
         else:
             # The classifier of the finished epoch (if any) is the head group being restored.
             t.optimizer.param_groups[1]["params"] = stage.model_head_parameters()
+        if t.replay is not None and "source_replay" in state:
+            t.replay.load_state_dict(state["source_replay"], t.epoch)
         t.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
 

@@ -40,16 +40,20 @@ class TrainData:
         return np.asarray(self.dataset.train.camids)
 
 
-def load_train_data(cfg: Config, info: ddp.DistInfo, *, uses_masks: bool) -> TrainData:
-    """Load the train split of ``cfg.data`` (and its masks when ``uses_masks``).
+def load_train_data(cfg: Config, info: ddp.DistInfo, *, uses_masks: bool, root: Any = None,
+                    layout: str | None = None, key: str = "data.root") -> TrainData:
+    """Load the train split of ``cfg.data`` (and its masks when ``uses_masks``), or of
+    another labelled ``root`` in ``layout`` (named ``key`` in errors, e.g. ``source.root``),
+    decoded at ``data.height`` x ``data.width`` into the same cache.
 
     Rank 0 fills the decoded cache first so that ranks do not race to write it.
     """
     main = info.is_main
-    dataset = load_run_dataset(cfg)
+    dataset = load_run_dataset(cfg, root=root, layout=layout, key=key)
     train = dataset.train
     if len(train) == 0:
-        raise TrainingError(f"the train split of {cfg.data.root} is empty: check data.root")
+        where = cfg.data.root if root is None else root
+        raise TrainingError(f"the train split of {where} is empty: check {key}")
     if main:
         images = split_images(train, cfg, progress=main)
     ddp.barrier()

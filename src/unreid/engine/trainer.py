@@ -6,7 +6,8 @@ One epoch of :class:`Trainer`:
    (rank 0, broadcast) -> head -> sampler;
 2. ``cfg.optim.iters`` steps: sampler -> gather uint8 images from the decoded
    cache -> to the device -> batch augmentation -> forward (AMP on CUDA) ->
-   method loss -> backward -> optimiser step;
+   method loss (+ the labelled source batch's loss with ``source.root``:
+   :mod:`.source_replay`) -> backward -> optimiser step;
 3. hooks (:mod:`.hooks`): LR schedule, evaluation, checkpoint
    (:mod:`.checkpointer`), metrics line, report.
 
@@ -22,6 +23,7 @@ uninterrupted run would have (on CPU, bit for bit).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ from unreid.engine.hooks import HookBase, default_hooks
 from unreid.engine.label_stage import EpochLabels, LabelStage, check_finite
 from unreid.engine.logger import RunLogger
 from unreid.engine.loop import TrainerBase, derive_seed
+from unreid.engine.source_replay import SOURCE_AUGMENT_STREAM, SourceReplay
 from unreid.engine.train_data import load_train_data
 from unreid.errors import TrainingError
 from unreid.eval import evaluate_split
@@ -127,7 +130,8 @@ class Trainer(TrainerBase):
 
     Public state the hooks use, besides :class:`.loop.TrainerBase`'s: ``model``,
     ``optimizer``, ``scheduler``, ``method``, ``data``, ``labels`` and
-    ``sampler`` (of the epoch in progress, else None), ``logger``,
+    ``sampler`` (of the epoch in progress, else None), ``replay`` (the
+    :class:`.source_replay.SourceReplay` with ``source.root``, else None), ``logger``,
     ``last_eval_features`` (the last evaluated query/gallery features, rank 0).
     """
 
@@ -176,6 +180,10 @@ class Trainer(TrainerBase):
         )
         self.augment = build_augment(self.method.augment, cfg.data.height, cfg.data.width)
         self._generator = torch.Generator()
+        self.replay = SourceReplay.from_config(cfg, self.info, self.device,
+                                               int(getattr(self.model, "feature_dim", 0)))
+        if self.replay is not None:
+            self.log(self.replay.describe())
 
         self.label_stage = LabelStage(
             self.method, self.data, self.model, self.optimizer, cfg=cfg, info=self.info,
@@ -231,10 +239,16 @@ class Trainer(TrainerBase):
         assert self.stats is not None
         self.stats.lr = self.lr
         self.current = self.label_stage.run(self.epoch, self.stats)
+        if self.replay is not None:
+            start = time.perf_counter()
+            self.replay.begin_epoch(self.epoch, lambda images: self.extract(images)[0])
+            self.stats.add_seconds("extract", time.perf_counter() - start)
         self.model.train()
 
     def end_epoch(self) -> None:
         self.current = None
+        if self.replay is not None:
+            self.replay.end_epoch()
 
     def extract(
         self, images: np.ndarray, mask_sets: Sequence[np.ndarray | None] = (None,)
@@ -271,29 +285,43 @@ class Trainer(TrainerBase):
 
     # ------------------------------------------------------------ step
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.current is not None
-        index = np.asarray(self.current.sampler.next_batch(), dtype=np.int64)
-        images = torch.from_numpy(np.ascontiguousarray(self.data.images[index]))
-        images = images.to(self.device, non_blocking=True)
+    def _batch(self, images: np.ndarray, index: np.ndarray,
+               stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``index`` of ``images`` augmented with this step's seed of ``stream``: (B, 3,
+        H, W) float inputs (channels-last when the model is) and (B,) int64 ``index`` on the
+        device."""
+        index = np.asarray(index, dtype=np.int64)
+        batch = torch.from_numpy(np.ascontiguousarray(images[index]))
+        batch = batch.to(self.device, non_blocking=True)
         self._generator.manual_seed(
-            derive_seed(self.cfg.run.seed, _STEP, self.epoch, self.step, self.info.rank)
+            derive_seed(self.cfg.run.seed, stream, self.epoch, self.step, self.info.rank)
         )
-        x = self.augment(images, self._generator)
+        x = self.augment(batch, self._generator)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, torch.from_numpy(index).to(self.device, non_blocking=True)
 
     def run_step(self) -> float:
         """One optimisation step; returns the (rank-averaged) loss."""
-        assert self.stats is not None
-        x, index = self._batch()
+        assert self.stats is not None and self.current is not None
+        x, index = self._batch(self.data.images, self.current.sampler.next_batch(), _STEP)
+        source = None
+        if self.replay is not None:
+            source = self._batch(self.replay.images, self.replay.next_index(),
+                                 SOURCE_AUGMENT_STREAM)
         # Dropout and other in-model randomness: a per-step seed as well.
         torch.manual_seed(derive_seed(self.cfg.run.seed, _STEP + 1, self.epoch, self.step,
                                       self.info.rank))
         with autocast(self.device, self.train_precision):
             out = self.net(x)
             terms = self.method.loss(out, index, ddp.all_gather_cat)
+            if source is not None:
+                assert self.replay is not None
+                # A second forward (not one concatenated batch): the BN statistics of each
+                # batch stay its own domain's; one backward through both graphs.
+                named_terms = terms if isinstance(terms, dict) else {"target": terms}
+                terms = {**named_terms, "source": self.replay.loss(
+                    self.net(source[0]), source[1], ddp.all_gather_cat)}
         named = terms if isinstance(terms, dict) else {}
         loss = sum(named.values()) if named else terms
         assert isinstance(loss, torch.Tensor)

@@ -1,0 +1,156 @@
+"""Source replay: the labelled source set trained beside the target's pseudo-labels.
+
+Tiny end-to-end runs on the tiny synthetic world (target) with a second, differently
+seeded synthetic world as the labelled source: the ``source`` loss term is logged, the
+memory has one row per source identity, the target path is untouched, and a run killed
+mid-epoch resumes to the uninterrupted run's losses, weights and memory bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import Kill, tiny_cfg
+
+from unreid.config import load_config, validate_config
+from unreid.data.synth import SynthConfig, generate_world
+from unreid.engine import train
+from unreid.engine.checkpoint import CHECKPOINT, STEP_CHECKPOINT, load_checkpoint
+from unreid.errors import ConfigError
+
+SOURCE_IDS = 8  # train identities of the source world (the first half of its 16)
+
+
+@pytest.fixture(scope="module")
+def source_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another labelled synthetic world (seed 3: other people, other scenes), 8 training
+    identities of 8 images."""
+    cfg = SynthConfig(ids=2 * SOURCE_IDS, cameras=2, images_per_id=8, height=64, width=32,
+                      seed=3, occluders=0.0, distractors=2)
+    return Path(generate_world(cfg, tmp_path_factory.mktemp("source_world"), progress=False))
+
+
+def lines(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def replay_cfg(world: Path, source: Path, out: Path, *overrides: str):
+    return tiny_cfg(world, out, f"source.root={source}", "source.weight=0.5",
+                    "optim.epochs=2", "eval.eval_every=0", *overrides)
+
+
+@pytest.mark.slow
+def test_replay_logs_a_source_term_and_keeps_one_centroid_per_source_identity(
+    tiny_world: Path, source_world: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "on"
+    recs = train(replay_cfg(tiny_world, source_world, out)).records
+    for rec in recs[1:]:
+        terms = rec["losses"]
+        assert set(terms) == {"target", "source"}
+        assert all(np.isfinite(v) and v > 0 for v in terms.values())
+        assert rec["loss"] == pytest.approx(terms["target"] + terms["source"])
+    state = load_checkpoint(out / CHECKPOINT)
+    centroids = state["source_replay"]["memory"]["centroids"]
+    assert centroids.shape == (SOURCE_IDS, state["model"]["head.neck.weight"].shape[0])
+    assert torch.allclose(centroids.norm(dim=1), torch.ones(SOURCE_IDS))
+    assert "sampler" not in state["source_replay"]  # an epoch checkpoint: the next epoch's own
+    log = (out / "log.txt").read_text()
+    assert f"source replay: 64 images of {SOURCE_IDS} identities from {source_world}, " \
+           "weight 0.5" in log
+    saved = load_config([out / "config.yaml"])
+    assert saved.source.root == str(source_world) and saved.source.weight == 0.5
+
+
+@pytest.mark.slow
+def test_replay_leaves_the_target_batch_and_loss_of_a_step_as_they_were(
+    tiny_world: Path, source_world: Path, tmp_path: Path
+) -> None:
+    # One step: the target term of a replay run is the loss of the plain run to the bit
+    # (same labels, batch, augmentation and weights before the update).
+    one = ("optim.epochs=1", "optim.iters=1", "eval.eval_every=0")
+    off = train(tiny_cfg(tiny_world, tmp_path / "off", *one)).records[1]
+    assert "losses" not in off  # cluster_contrast's one scalar, as before
+    assert "source_replay" not in load_checkpoint(tmp_path / "off" / CHECKPOINT)
+    on = train(tiny_cfg(tiny_world, tmp_path / "on", *one,
+                        f"source.root={source_world}")).records[1]
+    assert on["losses"]["target"] == off["loss"]
+    assert on["num_clusters"] == off["num_clusters"]
+
+
+@pytest.mark.slow
+def test_replay_resumed_mid_epoch_matches_the_uninterrupted_run(
+    tiny_world: Path, source_world: Path, tmp_path: Path
+) -> None:
+    steps = "run.checkpoint_steps=3"
+    whole = tmp_path / "whole"
+    train(replay_cfg(tiny_world, source_world, whole, steps))
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        train(replay_cfg(tiny_world, source_world, killed, steps), hooks=[Kill(1, 7)])
+    step_state = load_checkpoint(killed / STEP_CHECKPOINT)
+    assert (step_state["epoch"], step_state["step"]) == (1, 6)
+    assert step_state["source_replay"]["sampler"]["step"] == 6
+    train(None, resume=killed)
+    a, b = load_checkpoint(killed / CHECKPOINT), load_checkpoint(whole / CHECKPOINT)
+    assert [(r.get("loss"), r.get("losses")) for r in lines(killed)] == \
+        [(r.get("loss"), r.get("losses")) for r in lines(whole)]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    assert torch.equal(a["source_replay"]["memory"]["centroids"],
+                       b["source_replay"]["memory"]["centroids"])
+    # and from the end of an epoch: the memory comes back from the epoch checkpoint
+    boundary = tmp_path / "boundary"
+    train(replay_cfg(tiny_world, source_world, boundary, "optim.epochs=1"))
+    train(None, resume=boundary, overrides=["optim.epochs=2"])
+    assert [(r.get("loss"), r.get("losses")) for r in lines(boundary)] == \
+        [(r.get("loss"), r.get("losses")) for r in lines(whole)]
+
+
+def test_a_missing_source_root_is_one_line_naming_it(tiny_world: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-set"
+    cfg = tiny_cfg(tiny_world, tmp_path / "run", f"source.root={missing}")
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert message.startswith(f"source.root={missing} is not a folder: ")
+    assert "leave source.root unset" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+    listed = tiny_cfg(tiny_world, tmp_path / "run", f"source.root=[{tiny_world},{missing}]")
+    with pytest.raises(ConfigError, match=rf"^source\.root\[1\]={missing} is not a folder"):
+        validate_config(listed)
+    relative = tiny_cfg(tiny_world, tmp_path / "run", "source.root=no/such/set")
+    with pytest.raises(ConfigError, match=r"^source\.root=no/such/set is not a folder \(from "):
+        validate_config(relative)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("source.weight=-1", "source.weight=-1.0 is not allowed: use a finite number > 0"),
+        ("source.weight=0", "source.weight=0.0 is not allowed: use a finite number > 0"),
+        ("source.layout=duke", "source.layout='duke' is not allowed: use one of auto, market, "
+                               "msmt17, folder"),
+        ("source.root=''", "source.root='' is not allowed: use a labelled dataset folder"),
+    ],
+)
+def test_bad_source_values_are_one_line(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config([], ["data.root=/d", override])
+    assert str(err.value).startswith(message)
+
+
+def test_replay_is_off_by_default_and_a_config_without_it_validates() -> None:
+    cfg = load_config([], ["data.root=/d"])
+    assert cfg.source.root is None and cfg.source.weight == 1.0
+    validate_config(cfg)  # no source folder is looked for
+
+
+def test_config_and_roots_agree_on_the_synthetic_prefix() -> None:
+    from unreid.config import _SYNTH_PREFIX
+    from unreid.data.roots import SYNTH_PREFIX
+
+    assert _SYNTH_PREFIX == SYNTH_PREFIX
