@@ -14,6 +14,7 @@ Not a module of the library and never imported by the tests.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -96,18 +97,28 @@ ROWS: tuple[Row, ...] = (
 CAP = ("method.name=cap", "camera.inter_start_epoch=1")
 
 
-def select(rows: Sequence[Row], spec: str | None) -> list[Row]:
-    """``--rows a,b``: the named subset of ``rows`` (keys or labels), in table order."""
+def with_replay(row: Row, root: str | Path, weight: float = 1.0) -> Row:
+    """``row`` trained with source replay (the labelled ``root`` beside the target:
+    ``source.root``, ``source.weight``), as the opt-in row ``KEY_replay``."""
+    return dataclasses.replace(
+        row, key=f"{row.key}_replay", label=f"{row.label} + source replay",
+        overrides=(*row.overrides, f"source.root={root}", f"source.weight={float(weight)}"))
+
+
+def select(rows: Sequence[Row], spec: str | None, optional: Sequence[Row] = ()) -> list[Row]:
+    """``--rows a,b``: the named subset of ``rows`` and of the opt-in ``optional`` rows (keys
+    or labels), in table order, opt-in rows last; no ``spec``: ``rows``."""
     if not spec:
         return list(rows)
+    pool = [*rows, *optional]
     wanted = [s.strip() for s in spec.split(",") if s.strip()]
-    names = {r.key: r for r in rows} | {r.label: r for r in rows}
+    names = {r.key: r for r in pool} | {r.label: r for r in pool}
     unknown = [w for w in wanted if w not in names]
     if unknown:
         raise SystemExit(f"--rows: unknown {', '.join(unknown)}; use some of "
-                         f"{', '.join(r.key for r in rows)}")
+                         f"{', '.join(r.key for r in pool)}")
     picked = {names[w].key for w in wanted}
-    return [r for r in rows if r.key in picked]
+    return [r for r in pool if r.key in picked]
 
 
 def budget_overrides(args: argparse.Namespace) -> list[str]:

@@ -154,3 +154,16 @@ def test_config_and_roots_agree_on_the_synthetic_prefix() -> None:
     from unreid.data.roots import SYNTH_PREFIX
 
     assert _SYNTH_PREFIX == SYNTH_PREFIX
+
+
+def test_the_replay_fragment_turns_replay_on_and_changes_nothing_else() -> None:
+    from unreid.config import to_container
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    base = to_container(load_config([configs / "cluster_contrast_cuhk03_source.yaml"]))
+    both = to_container(load_config([configs / "cluster_contrast_cuhk03_source.yaml",
+                                     configs / "source" / "replay.yaml"]))
+    assert both["source"] == {"root": "../shared/data/peta-reid", "layout": "market",
+                              "weight": 1.0}
+    assert {k: v for k, v in both.items() if k != "source"} == \
+        {k: v for k, v in base.items() if k != "source"}
