@@ -9,11 +9,14 @@ mid-epoch resumes to the uninterrupted run's losses, weights and memory bit for 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from helpers import Kill, tiny_cfg
 
 from unreid.config import load_config, validate_config
@@ -167,3 +170,46 @@ def test_the_replay_fragment_turns_replay_on_and_changes_nothing_else() -> None:
                               "weight": 1.0}
     assert {k: v for k, v in both.items() if k != "source"} == \
         {k: v for k, v in base.items() if k != "source"}
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, source: str, out: str,
+                queue) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    from unreid.engine.hooks import HookBase
+
+    class Grab(HookBase):
+        def after_train(self) -> None:
+            t = self.trainer
+            weights = torch.cat([p.detach().reshape(-1) for p in t.model.parameters()])
+            queue.put((rank, weights.numpy(), t.replay.memory.centroids.cpu().numpy()))
+
+    cfg = tiny_cfg(Path(data), Path(out), f"source.root={source}", "optim.num_identities=2",
+                   "optim.epochs=1", "optim.iters=4", "eval.eval_every=0")
+    train(cfg, hooks=[Grab()])
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_replay_the_source_with_identical_memories(
+    tiny_world: Path, source_world: Path, tmp_path: Path
+) -> None:
+    # Two forward passes through the DDP-wrapped model, one backward: the gradients are
+    # all-reduced as usual, and every rank updates its memory with both ranks' batches.
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workers = mp.spawn(_ddp_worker, args=(2, port, str(tiny_world), str(source_world),
+                                          str(tmp_path / "ddp"), queue), nprocs=2, join=False)
+    got = sorted((queue.get(timeout=600) for _ in range(2)), key=lambda item: item[0])
+    while not workers.join():
+        pass
+    (_, weights0, memory0), (_, weights1, memory1) = got
+    assert np.array_equal(weights0, weights1)
+    assert np.array_equal(memory0, memory1) and memory0.shape[0] == SOURCE_IDS
+    recs = lines(tmp_path / "ddp")
+    assert np.isfinite(recs[1]["losses"]["source"])
