@@ -213,3 +213,23 @@ def test_two_gloo_processes_replay_the_source_with_identical_memories(
     assert np.array_equal(memory0, memory1) and memory0.shape[0] == SOURCE_IDS
     recs = lines(tmp_path / "ddp")
     assert np.isfinite(recs[1]["losses"]["source"])
+
+
+def test_running_stats_kept_normalises_with_the_batch_but_keeps_the_running_statistics(
+) -> None:
+    from unreid.engine.source_replay import running_stats_kept
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.BatchNorm1d(16))
+    model.train()
+    x = torch.randn(6, 3, 2, 2) * 3 + 1
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    with running_stats_kept(model):
+        inside = model(x)
+    after = {k: v for k, v in model.state_dict().items() if "running" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [m.momentum for m in (model[1], model[4])] == [0.1, 0.1]  # restored
+    outside = model(x)  # the same batch statistics normalise it; now the running ones move
+    assert torch.equal(inside, outside)
+    assert not torch.equal(before["1.running_mean"], model.state_dict()["1.running_mean"])

@@ -17,17 +17,24 @@ sampler is counter based like the target's (seed ``(run.seed, SOURCE_STREAM,
 epoch)``), so a resumed run draws exactly the batches the uninterrupted one
 would have.
 
+The source batch has a forward pass of its own, inside :func:`running_stats_kept`:
+its BatchNorm layers normalise it with its own batch statistics but leave the
+running statistics to the target batches, since those are what the target's
+feature extraction and evaluation normalise with.
+
 Cost: one more forward and backward per step, and one extraction of the source
 training images at the start of the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from unreid.config import Config
 from unreid.data.roots import data_roots
@@ -38,7 +45,7 @@ from unreid.engine.train_data import load_train_data
 from unreid.errors import TrainingError
 from unreid.losses import ClusterMemory
 
-__all__ = ["SOURCE_AUGMENT_STREAM", "SOURCE_STREAM", "SourceReplay"]
+__all__ = ["SOURCE_AUGMENT_STREAM", "SOURCE_STREAM", "SourceReplay", "running_stats_kept"]
 
 # derive_seed tags (the trainer's: 0 model init, 1 samplers, 2-3 the steps)
 SOURCE_STREAM = 4  # the source sampler of an epoch
@@ -46,6 +53,23 @@ SOURCE_AUGMENT_STREAM = 5  # the source batch's augmentation at a step
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
 ExtractOne = Callable[[np.ndarray], torch.Tensor]
+
+
+@contextmanager
+def running_stats_kept(model: nn.Module) -> Iterator[None]:
+    """Within the block, the BatchNorm layers of ``model`` in training mode normalise with
+    their batch's statistics as usual but leave ``running_mean`` / ``running_var`` exactly
+    as they were (momentum 0: ``1 * running + 0 * batch``)."""
+    layers = [m for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(layers, saved, strict=True):
+            m.momentum = momentum
 
 
 class SourceReplay:
@@ -56,7 +80,6 @@ class SourceReplay:
             momentum, ``run.seed``).
         images: (N, 3, H, W) uint8 source training images (a memmap when cached).
         pids: (N,) int64 true identity of each image, -1 = unlabelled (never drawn).
-        feature_dim: D of the model's features (the memory's width).
         info: DDP position.
         device: training device (where the memory lives).
 
@@ -65,13 +88,12 @@ class SourceReplay:
     or a checkpoint restores it), ``sampler`` (of the epoch in progress, else None).
     """
 
-    def __init__(self, cfg: Config, images: np.ndarray, pids: np.ndarray, *, feature_dim: int,
+    def __init__(self, cfg: Config, images: np.ndarray, pids: np.ndarray, *,
                  info: ddp.DistInfo, device: torch.device) -> None:
         self.cfg = cfg
         self.images = images
         self.info = info
         self.device = device
-        self.feature_dim = int(feature_dim)
         self.weight = float(cfg.source.weight)
         self.roots = data_roots(cfg.source.root)
         pids = np.asarray(pids, dtype=np.int64).reshape(-1)
@@ -93,15 +115,15 @@ class SourceReplay:
         self.sampler: PKSampler | None = None
 
     @classmethod
-    def from_config(cls, cfg: Config, info: ddp.DistInfo, device: torch.device,
-                    feature_dim: int) -> SourceReplay | None:
+    def from_config(cls, cfg: Config, info: ddp.DistInfo,
+                    device: torch.device) -> SourceReplay | None:
         """The replay of ``cfg.source``, its train split decoded; None when it is off."""
         if cfg.source.root is None:
             return None
         data = load_train_data(cfg, info, uses_masks=False, root=cfg.source.root,
                                layout=str(cfg.source.layout), key="source.root")
         return cls(cfg, data.images, np.asarray(data.dataset.train.pids),
-                   feature_dim=feature_dim, info=info, device=device)
+                   info=info, device=device)
 
     def describe(self) -> str:
         """The run log's line on what is replayed."""
@@ -116,7 +138,7 @@ class SourceReplay:
         identity means of ``extract(images)`` ((N, D) features of the current model)."""
         if self.memory is None:
             feats = extract(self.images).to(self.device)
-            self.memory = self._new_memory().init_centroids(feats, self._targets)
+            self.memory = self._new_memory(feats.shape[1]).init_centroids(feats, self._targets)
         self.sampler = self._sampler(epoch)
 
     def end_epoch(self) -> None:
@@ -158,12 +180,12 @@ class SourceReplay:
     def load_state_dict(self, state: dict[str, Any], epoch: int) -> None:
         """Restore the memory (and, mid-``epoch``, the sampler's position)."""
         if "memory" in state:
-            rows = int(state["memory"]["centroids"].shape[0])
+            rows, dim = state["memory"]["centroids"].shape
             if rows != self.num_identities:
                 raise TrainingError(
                     f"the checkpoint's source memory has {rows} identities but source.root "
                     f"now holds {self.num_identities}: resume with the same source.root")
-            self.memory = self._new_memory()
+            self.memory = self._new_memory(int(dim))
             self.memory.load_state_dict(state["memory"])
         if "sampler" in state:
             self.sampler = self._sampler(epoch)
@@ -171,9 +193,9 @@ class SourceReplay:
 
     # ------------------------------------------------------------ helpers
 
-    def _new_memory(self) -> ClusterMemory:
+    def _new_memory(self, dim: int) -> ClusterMemory:
         m = self.cfg.method
-        return ClusterMemory(self.feature_dim, self.num_identities,
+        return ClusterMemory(dim, self.num_identities,
                              temperature=float(m.temperature),
                              momentum=float(m.momentum)).to(self.device)
 

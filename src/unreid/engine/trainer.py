@@ -43,7 +43,7 @@ from unreid.engine.hooks import HookBase, default_hooks
 from unreid.engine.label_stage import EpochLabels, LabelStage, check_finite
 from unreid.engine.logger import RunLogger
 from unreid.engine.loop import TrainerBase, derive_seed
-from unreid.engine.source_replay import SOURCE_AUGMENT_STREAM, SourceReplay
+from unreid.engine.source_replay import SOURCE_AUGMENT_STREAM, SourceReplay, running_stats_kept
 from unreid.engine.train_data import load_train_data
 from unreid.errors import TrainingError
 from unreid.eval import evaluate_split
@@ -180,8 +180,7 @@ class Trainer(TrainerBase):
         )
         self.augment = build_augment(self.method.augment, cfg.data.height, cfg.data.width)
         self._generator = torch.Generator()
-        self.replay = SourceReplay.from_config(cfg, self.info, self.device,
-                                               int(getattr(self.model, "feature_dim", 0)))
+        self.replay = SourceReplay.from_config(cfg, self.info, self.device)
         if self.replay is not None:
             self.log(self.replay.describe())
 
@@ -285,8 +284,13 @@ class Trainer(TrainerBase):
 
     # ------------------------------------------------------------ step
 
-    def _batch(self, images: np.ndarray, index: np.ndarray,
-               stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next target batch (:meth:`_augmented_batch` of the epoch's sampler)."""
+        assert self.current is not None
+        return self._augmented_batch(self.data.images, self.current.sampler.next_batch(), _STEP)
+
+    def _augmented_batch(self, images: np.ndarray, index: np.ndarray,
+                         stream: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``index`` of ``images`` augmented with this step's seed of ``stream``: (B, 3,
         H, W) float inputs (channels-last when the model is) and (B,) int64 ``index`` on the
         device."""
@@ -303,12 +307,12 @@ class Trainer(TrainerBase):
 
     def run_step(self) -> float:
         """One optimisation step; returns the (rank-averaged) loss."""
-        assert self.stats is not None and self.current is not None
-        x, index = self._batch(self.data.images, self.current.sampler.next_batch(), _STEP)
+        assert self.stats is not None
+        x, index = self._batch()
         source = None
         if self.replay is not None:
-            source = self._batch(self.replay.images, self.replay.next_index(),
-                                 SOURCE_AUGMENT_STREAM)
+            source = self._augmented_batch(self.replay.images, self.replay.next_index(),
+                                           SOURCE_AUGMENT_STREAM)
         # Dropout and other in-model randomness: a per-step seed as well.
         torch.manual_seed(derive_seed(self.cfg.run.seed, _STEP + 1, self.epoch, self.step,
                                       self.info.rank))
@@ -317,11 +321,14 @@ class Trainer(TrainerBase):
             terms = self.method.loss(out, index, ddp.all_gather_cat)
             if source is not None:
                 assert self.replay is not None
-                # A second forward (not one concatenated batch): the BN statistics of each
-                # batch stay its own domain's; one backward through both graphs.
+                # A forward of its own (not one concatenated batch), normalised with its own
+                # batch statistics and leaving BN's running statistics the target's; one
+                # backward through both graphs.
+                with running_stats_kept(self.model):
+                    source_out = self.net(source[0])
                 named_terms = terms if isinstance(terms, dict) else {"target": terms}
                 terms = {**named_terms, "source": self.replay.loss(
-                    self.net(source[0]), source[1], ddp.all_gather_cat)}
+                    source_out, source[1], ddp.all_gather_cat)}
         named = terms if isinstance(terms, dict) else {}
         loss = sum(named.values()) if named else terms
         assert isinstance(loss, torch.Tensor)
