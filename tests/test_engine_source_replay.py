@@ -233,3 +233,21 @@ def test_running_stats_kept_normalises_with_the_batch_but_keeps_the_running_stat
     outside = model(x)  # the same batch statistics normalise it; now the running ones move
     assert torch.equal(inside, outside)
     assert not torch.equal(before["1.running_mean"], model.state_dict()["1.running_mean"])
+
+
+def test_several_source_roots_merge_with_their_identities_kept_apart(
+    tiny_world: Path, source_world: Path, tmp_path: Path
+) -> None:
+    from unreid.engine.distributed import DistInfo
+    from unreid.engine.source_replay import SourceReplay
+
+    cfg = tiny_cfg(tiny_world, tmp_path / "run", f"source.root=[{source_world},{tiny_world}]")
+    replay = SourceReplay.from_config(cfg, DistInfo(), torch.device("cpu"))
+    assert replay is not None
+    assert replay.num_identities == SOURCE_IDS + 12  # the tiny world's 12 train identities
+    assert replay.images.shape == (64 + 96, 3, 64, 32)
+    assert sorted(np.unique(replay.labels)) == list(range(SOURCE_IDS + 12))
+    assert replay.describe() == (f"source replay: 160 images of 20 identities from "
+                                 f"{source_world}, {tiny_world}, weight 1")
+    assert SourceReplay.from_config(tiny_cfg(tiny_world, tmp_path / "off"), DistInfo(),
+                                    torch.device("cpu")) is None
