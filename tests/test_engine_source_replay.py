@@ -23,7 +23,7 @@ from unreid.config import load_config, validate_config
 from unreid.data.synth import SynthConfig, generate_world
 from unreid.engine import train
 from unreid.engine.checkpoint import CHECKPOINT, STEP_CHECKPOINT, load_checkpoint
-from unreid.errors import ConfigError
+from unreid.errors import ConfigError, TrainingError
 
 SOURCE_IDS = 8  # train identities of the source world (the first half of its 16)
 
@@ -251,3 +251,13 @@ def test_several_source_roots_merge_with_their_identities_kept_apart(
                                  f"{source_world}, {tiny_world}, weight 1")
     assert SourceReplay.from_config(tiny_cfg(tiny_world, tmp_path / "off"), DistInfo(),
                                     torch.device("cpu")) is None
+    # a folder without identities in its names, and fewer identities than a batch draws
+    plain = tiny_cfg(tiny_world, tmp_path / "run", f"source.root={source_world}",
+                     "source.layout=folder")
+    with pytest.raises(TrainingError, match=r"^source\.root=.* has no identity labels: "):
+        SourceReplay.from_config(plain, DistInfo(), torch.device("cpu"))
+    wide = tiny_cfg(tiny_world, tmp_path / "run", f"source.root={source_world}",
+                    "optim.num_identities=9")
+    with pytest.raises(TrainingError, match=r"has only 8 identities, but a step draws "
+                                            r"optim\.num_identities=9 x 1 "):
+        SourceReplay.from_config(wide, DistInfo(), torch.device("cpu"))

@@ -102,15 +102,18 @@ class SourceReplay:
         self.labels[pids >= 0] = dense
         self._targets = torch.from_numpy(self.labels).to(device)  # row -> identity look-up
         self.num_identities = len(ids)
+        roots = ", ".join(self.roots)
+        if self.num_identities == 0:
+            raise TrainingError(
+                f"source.root={roots} has no identity labels: source replay trains with the "
+                "true identities, so give a labelled set (Market-1501 or MSMT17 layout, whose "
+                "file names carry the identity)")
         need = int(cfg.optim.num_identities) * info.world_size
         if self.num_identities < need:
-            what = ("no identity labels" if self.num_identities == 0
-                    else f"only {self.num_identities} identities")
             raise TrainingError(
-                f"source.root={', '.join(self.roots)} has {what}, but a step draws "
-                f"optim.num_identities={cfg.optim.num_identities} x {info.world_size} "
-                "process(es) of them: give a labelled set (Market-1501 or MSMT17 names carry "
-                "the identity), add roots, or lower optim.num_identities")
+                f"source.root={roots} has only {self.num_identities} identities, but a step "
+                f"draws optim.num_identities={cfg.optim.num_identities} x {info.world_size} "
+                "process(es) of them: add source roots or lower optim.num_identities")
         self.memory: ClusterMemory | None = None
         self.sampler: PKSampler | None = None
 
