@@ -450,6 +450,7 @@ RULES: dict[str, Rule] = {
         "a folder, synth:default, or a non-empty list of folders"),
     "data.layout": _one_of("auto", "market", "msmt17", "folder"),
     "data.height": _POSITIVE_INT,
+    "data.width": _POSITIVE_INT,
     "source.root": Rule(
         lambda v: v is None or (isinstance(v, str) and v != "") or (
             isinstance(v, list | ListConfig) and len(v) > 0
@@ -457,7 +458,6 @@ RULES: dict[str, Rule] = {
         "a labelled dataset folder, a non-empty list of them, or null (off)"),
     "source.layout": _one_of("auto", "market", "msmt17", "folder"),
     "source.weight": _interval(0, lo_open=True),
-    "data.width": _POSITIVE_INT,
     "model.last_stride": _one_of(1, 2),
     "model.pooling": _one_of("avg", "gem"),
     "model.dropout": _interval(0, 1, hi_open=True),
@@ -537,7 +537,8 @@ def validate_config(cfg: Config, *, allow_missing: bool = False) -> Config:
             config that a caller completes later; ``train`` passes False.
 
     Returns ``cfg`` unchanged. Raises :class:`ConfigError`: one line naming each bad
-    key, its value and the allowed range (several problems are joined with ``;``).
+    key, its value and the allowed range (several problems are joined with ``;``); with
+    ``allow_missing=False`` also each ``source.root`` entry that is not a folder.
     """
     node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
     problems = []
