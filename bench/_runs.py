@@ -96,6 +96,28 @@ ROWS: tuple[Row, ...] = (
 # the first epoch, since CAP's epoch 5 would never come in a 3-4 epoch budget.
 CAP = ("method.name=cap", "camera.inter_start_epoch=1")
 
+# Camera-aware parts, each alone and combined (method cap; see unreid/methods/cap.py; the
+# inter-camera loss from the second epoch: CAP). "alone" for a label option =
+# cluster-contrast's memory (camera.proxies=false) with that option.
+CAMERA_ROWS = (
+    Row("ca_jaccard", "+CA-Jaccard only", (*CAP, "camera.proxies=false",
+                                           "cluster.jaccard=camera_aware")),
+    Row("cam_std", "+camera standardisation only", (*CAP, "camera.proxies=false",
+                                                    "camera.standardize=true")),
+    Row("cap", "cap (camera proxies)", CAP),
+    Row("cap_assoc", "cap + association", (*CAP, "camera.associate=true")),
+    Row("cap_caj", "cap + CA-Jaccard", (*CAP, "cluster.jaccard=camera_aware")),
+    Row("cap_all", "cap + association + CA-Jaccard + standardisation",
+        (*CAP, "camera.associate=true", "cluster.jaccard=camera_aware",
+         "camera.standardize=true")),
+    # CA-Jaccard in the other methods' clustering (sfe_cr: the global one, on fused features)
+    Row("cc_caj", "cluster_contrast + CA-Jaccard",
+        ("method.name=cluster_contrast", "cluster.jaccard=camera_aware")),
+    Row("sfe_cr_fused_caj", "sfe_cr (fused) + CA-Jaccard",
+        ("method.name=sfe_cr", "method.global_features=fused", "cluster.jaccard=camera_aware"),
+        reads_masks=True, mask_sensitive=True),
+)
+
 
 def with_replay(row: Row, root: str | Path, weight: float = 1.0) -> Row:
     """``row`` trained with source replay (the labelled ``root`` beside the target:

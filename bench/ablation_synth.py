@@ -41,12 +41,11 @@ import sys
 from pathlib import Path
 
 from _runs import (
-    CAP,
+    CAMERA_ROWS,
     REPO,
     RESULTS,
     ROWS,
     Column,
-    Row,
     add_common_args,
     budget_phrase,
     command_line,
@@ -65,27 +64,6 @@ ESTIMATE = "2 h 0 min of one core for the 26 runs (measured; see the module docs
 # the variants' labels spelled as the config key, for the table
 _LABELS = {"sfe_cr_fused": "sfe_cr (global_features=fused)",
            "sfe_cr_fg": "sfe_cr (global_features=foreground)"}
-# Camera-aware parts, each alone and combined (method cap; see unreid/methods/cap.py; the
-# inter-camera loss from the second epoch: _runs.CAP). "alone" for a label option =
-# cluster-contrast's memory (camera.proxies=false) with that option.
-CAMERA_ROWS = (
-    Row("ca_jaccard", "+CA-Jaccard only", (*CAP, "camera.proxies=false",
-                                           "cluster.jaccard=camera_aware")),
-    Row("cam_std", "+camera standardisation only", (*CAP, "camera.proxies=false",
-                                                    "camera.standardize=true")),
-    Row("cap", "cap (camera proxies)", CAP),
-    Row("cap_assoc", "cap + association", (*CAP, "camera.associate=true")),
-    Row("cap_caj", "cap + CA-Jaccard", (*CAP, "cluster.jaccard=camera_aware")),
-    Row("cap_all", "cap + association + CA-Jaccard + standardisation",
-        (*CAP, "camera.associate=true", "cluster.jaccard=camera_aware",
-         "camera.standardize=true")),
-    # CA-Jaccard in the other methods' clustering (sfe_cr: the global one, on fused features)
-    Row("cc_caj", "cluster_contrast + CA-Jaccard",
-        ("method.name=cluster_contrast", "cluster.jaccard=camera_aware")),
-    Row("sfe_cr_fused_caj", "sfe_cr (fused) + CA-Jaccard",
-        ("method.name=sfe_cr", "method.global_features=fused", "cluster.jaccard=camera_aware"),
-        reads_masks=True, mask_sensitive=True),
-)
 ROWS_SYNTH = [dataclasses.replace(r, label=_LABELS.get(r.key, r.label)) for r in ROWS
               if r.train] + list(CAMERA_ROWS)
 QUICK = ("cluster.k1=10", "cluster.k2=3", "optim.num_identities=4", "optim.num_instances=4")

@@ -30,8 +30,11 @@ beside the share kept after the ``--min-selected`` floor:
     python bench/real_cuhk03.py --pretrained runs/source/peta_reid/checkpoint.pt \
         --set cluster.eps=0.5                              # 9 rows x 2 seeds
 
-Opt-in rows of the adaptation table (only with ``--rows``): ``cluster_contrast_replay`` and
-``cap_replay``, the same rows with source replay (``source.root`` = ``--replay-root``,
+Opt-in rows (only with ``--rows``), in both tables: the camera-aware parts each alone and
+combined (``ca_jaccard``, ``cam_std``, ``cap_assoc``, ``cap_caj``, ``cap_all``, ``cc_caj``,
+``sfe_cr_fused_caj``; ``cap`` is opt-in from ImageNet, a default row from a source; the
+synthetic ablation's ``_runs.CAMERA_ROWS``). In the adaptation table also
+``cluster_contrast_replay`` and ``cap_replay``, the same rows with source replay (``source.root`` = ``--replay-root``,
 default ../shared/data/peta-reid, ``source.weight=1.0``: the labelled source keeps training
 beside the target; configs/source/replay.yaml). Each step then has a second forward and
 backward, and the run starts by extracting the 12,917 source images once:
@@ -59,6 +62,7 @@ import sys
 from pathlib import Path
 
 from _runs import (
+    CAMERA_ROWS,
     CAP,
     REPO,
     RESULTS,
@@ -124,6 +128,14 @@ def replay_rows(root: str | Path) -> list[Row]:
     return [with_replay(by_key[k], Path(root).resolve(), 1.0) for k in REPLAY_KEYS]
 
 
+def opt_in_rows(replay_root: str | Path, from_source: bool) -> list[Row]:
+    """Rows only ``--rows`` runs: the camera-aware parts (:data:`_runs.CAMERA_ROWS`, each
+    alone and combined; ``cap`` is a default row of the source table), and from a source
+    the replay rows."""
+    camera = [r for r in CAMERA_ROWS if not (from_source and r.key == "cap")]
+    return [*camera, *(replay_rows(replay_root) if from_source else ())]
+
+
 def ensure_masks(data: Path) -> str | None:
     """Make the mediapipe masks of every image in ``MASKS`` unless there; a note on them for
     the table, or None without mediapipe."""
@@ -174,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "-source" if source else ""
     out = Path(args.out or REPO / "runs" / f"cuhk03{suffix}")
     rows = select(SOURCE_ROWS if source else CUHK03_ROWS, args.rows,
-                  optional=replay_rows(args.replay_root) if source else ())
+                  optional=opt_in_rows(args.replay_root, source is not None))
     if args.num_classes is None:
         # k-means classes of pul/rsl: the true 743 rounded down, as the RSL paper takes 700
         # for Duke's 702 identities
