@@ -34,9 +34,10 @@ Opt-in rows (only with ``--rows``), in both tables: the camera-aware parts each 
 combined (``ca_jaccard``, ``cam_std``, ``cap_assoc``, ``cap_caj``, ``cap_all``, ``cc_caj``,
 ``sfe_cr_fused_caj``; ``cap`` is opt-in from ImageNet, a default row from a source; the
 synthetic ablation's ``_runs.CAMERA_ROWS``). In the adaptation table also
-``cluster_contrast_replay`` and ``cap_replay``, the same rows with source replay (``source.root`` = ``--replay-root``,
-default ../shared/data/peta-reid, ``source.weight=1.0``: the labelled source keeps training
-beside the target; configs/source/replay.yaml). Each step then has a second forward and
+``cluster_contrast_replay`` and ``cap_replay``, the same rows with source replay
+(``source.root`` = ``--replay-root``, default ../shared/data/peta-reid,
+``source.weight=1.0``: the labelled source keeps training beside the target;
+configs/source/replay.yaml). Each step then has a second forward and
 backward, and the run starts by extracting the 12,917 source images once:
 
     python bench/real_cuhk03.py --pretrained runs/source/peta_reid/checkpoint.pt \

@@ -117,3 +117,30 @@ def test_run_verdict_says_when_a_run_ends_worse_or_degenerate() -> None:
         "warning: the final labels are degenerate: 89 % of samples are outliers: lower "
         "cluster.min_samples or raise cluster.eps, or use cluster.auto")
     assert run_verdict([]) is None
+
+
+def test_kmeans_labels_name_the_selection_and_class_count_knobs() -> None:
+    """PUL/RSL leave unselected samples and set their class count: the advice names
+    lambda / min_selected / num_classes, never DBSCAN's knobs or cluster.auto."""
+    h = healthy(outlier_share=0.7, largest_cluster_share=0.25, singletons=11,
+                multi_camera_share=0.0)
+    assert health_warnings(h, labeller="kmeans") == [
+        "70 % of samples are not selected (cosine to their centre below cluster.lambda_): "
+        "lower cluster.lambda_ or raise cluster.min_selected",
+        "the largest cluster holds 25 % of the samples (people merged): raise "
+        "cluster.num_classes",
+        "55 % of the clusters hold one sample: lower cluster.num_classes",
+        "only 0 % of the clusters span two or more cameras (they follow the cameras): k-means "
+        "cannot link them; a camera-aware method can (method.name=cap)",
+    ]
+    with pytest.raises(ValueError, match="labeller='dbscan'"):
+        health_warnings(h, labeller="dbscan")
+
+
+def test_run_verdict_counts_unselected_samples_only_for_density_labels() -> None:
+    from unreid.cluster.health import run_verdict
+
+    unselected = [{"epoch": 1, "health": {"outlier_share": 0.7, "largest_cluster_share": 0.05,
+                                          "num_clusters": 20, "singletons": 0}}]
+    assert run_verdict(unselected, "kmeans") is None
+    assert "70 % of samples are outliers" in run_verdict(unselected, "density")

@@ -182,7 +182,8 @@ def test_health_hook_warns_about_pseudo_labels_but_not_ground_truth() -> None:
             labels=labels, info=SimpleNamespace(is_main=True), epoch=0,
             data=SimpleNamespace(camids=np.array([0, 1] * 6),
                                  dataset=SimpleNamespace(has_cameras=True)),
-            record=records[supervised], method=SimpleNamespace(supervised=supervised),
+            record=records[supervised], method=SimpleNamespace(supervised=supervised,
+                                                                labeller="density"),
             log=logged[supervised].append)
         hook.after_epoch()
     assert records[False]["health"] == records[True]["health"]

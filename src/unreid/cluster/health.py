@@ -21,6 +21,7 @@ from unreid.errors import ClusteringError
 
 __all__ = [
     "LIMITS",
+    "LABELLERS",
     "HealthLimits",
     "health_warnings",
     "label_health",
@@ -131,35 +132,60 @@ class HealthLimits:
 LIMITS = HealthLimits()
 
 
+# What moves each symptom, by how the labels were made: "density" (Jaccard + DBSCAN:
+# cluster_contrast, sfe_cr, cap) or "kmeans" (k-means classes and a cosine selection: pul,
+# rsl), whose unlabelled samples are the unselected ones and whose class count is set, not
+# found. Entries: (what the unlabelled samples are, outlier knobs, merged-people knobs,
+# one-sample-cluster knob, camera knobs); None where cluster.auto has no say.
+_ADVICE: dict[str, tuple[str, str, str, str, str]] = {
+    "density": (
+        "outliers", "lower cluster.min_samples or raise cluster.eps",
+        "lower cluster.eps or cluster.k1", "raise cluster.min_samples",
+        "raise cluster.eps, or link the cameras with cluster.jaccard=camera_aware or "
+        "method.name=cap"),
+    "kmeans": (
+        "not selected (cosine to their centre below cluster.lambda_)",
+        "lower cluster.lambda_ or raise cluster.min_selected",
+        "raise cluster.num_classes", "lower cluster.num_classes",
+        "k-means cannot link them; a camera-aware method can (method.name=cap)"),
+}
+LABELLERS = tuple(_ADVICE)
+
+
 def health_warnings(health: dict, limits: HealthLimits = LIMITS, *,
-                    auto: bool = False) -> list[str]:
+                    auto: bool = False, labeller: str = "density") -> list[str]:
     """One line per health number outside its sane range (see :class:`HealthLimits`),
     naming the symptom and the knob that moves it; ``[]`` when all are in range.
 
     ``health`` is a dict from :func:`label_health`; ``auto`` says the knobs were chosen
-    by ``cluster.auto`` (the lines then say to set them by hand instead of suggesting it).
+    by ``cluster.auto`` (the lines then say to set them by hand instead of suggesting it);
+    ``labeller`` is how the labels were made (:data:`LABELLERS`: ``density`` clustering or
+    ``kmeans`` with a selection), which decides the knobs named.
     """
-    alt = ("; cluster.auto chose them: set cluster.auto=false to set them by hand" if auto
-           else ", or use cluster.auto")
+    if labeller not in _ADVICE:
+        raise ValueError(f"labeller={labeller!r}: use one of {', '.join(LABELLERS)}")
+    unlabelled, outlier_knobs, merged_knobs, singleton_knob, camera_knobs = _ADVICE[labeller]
+    density = labeller == "density"
+    alt = ""
+    if density:
+        alt = ("; cluster.auto chose them: set cluster.auto=false to set them by hand" if auto
+               else ", or use cluster.auto")
     lines = []
     n_clusters = int(health["num_clusters"])
     outliers = float(health["outlier_share"])
     if outliers > limits.max_outlier_share:
-        lines.append(
-            f"{100 * outliers:.0f} % of samples are outliers: lower cluster.min_samples or "
-            f"raise cluster.eps{alt}"
-        )
+        lines.append(f"{100 * outliers:.0f} % of samples are {unlabelled}: {outlier_knobs}{alt}")
     largest = float(health["largest_cluster_share"])
     if largest > limits.max_largest_share:
         lines.append(
             f"the largest cluster holds {100 * largest:.0f} % of the samples (people merged): "
-            f"lower cluster.eps or cluster.k1{alt}"
+            f"{merged_knobs}{alt}"
         )
     singles = int(health["singletons"])
     if n_clusters and singles / n_clusters > limits.max_singleton_share:
         lines.append(
-            f"{100 * singles / n_clusters:.0f} % of the clusters hold one sample: raise "
-            "cluster.min_samples"
+            f"{100 * singles / n_clusters:.0f} % of the clusters hold one sample: "
+            f"{singleton_knob}"
         )
     multi = health.get("multi_camera_share")
     per_camera = health.get("clusters_per_camera") or []
@@ -167,8 +193,7 @@ def health_warnings(health: dict, limits: HealthLimits = LIMITS, *,
             and float(multi) < limits.min_multi_camera_share):
         lines.append(
             f"only {100 * float(multi):.0f} % of the clusters span two or more cameras (they "
-            "follow the cameras): raise cluster.eps, or link the cameras with "
-            "cluster.jaccard=camera_aware or method.name=cap"
+            f"follow the cameras): {camera_knobs}"
         )
     agreement = health.get("agreement")
     if agreement is not None and float(agreement) < limits.min_agreement:
@@ -179,13 +204,14 @@ def health_warnings(health: dict, limits: HealthLimits = LIMITS, *,
     return lines
 
 
-def run_verdict(records: list[dict]) -> str | None:
+def run_verdict(records: list[dict], labeller: str = "density") -> str | None:
     """One line when a run ended worse than it started (final mAP below the initial one)
     or with degenerate labels (its last epoch's outliers or largest cluster out of range),
     else None.
 
     ``records`` are a run's epoch records (``metrics.jsonl``): ``eval`` dicts with
-    ``mAP``, ``health`` dicts from :func:`label_health`.
+    ``mAP``, ``health`` dicts from :func:`label_health`; ``labeller`` as in
+    :func:`health_warnings`.
     """
     evals = [r["eval"] for r in records if isinstance(r.get("eval"), dict) and "mAP" in r["eval"]]
     if len(evals) >= 2 and evals[-1]["mAP"] < evals[0]["mAP"]:
@@ -195,8 +221,11 @@ def run_verdict(records: list[dict]) -> str | None:
     if last is None:
         return None
     h = last["health"]
-    if (h["outlier_share"] > LIMITS.max_outlier_share
-            or h["largest_cluster_share"] > LIMITS.max_largest_share):
+    # k-means labellers leave samples unselected by design (PUL's self-paced start), so only
+    # DBSCAN's outliers count towards degenerate labels
+    outliers_count = labeller == "density" and h["outlier_share"] > LIMITS.max_outlier_share
+    if outliers_count or h["largest_cluster_share"] > LIMITS.max_largest_share:
         auto = isinstance(last.get("info"), dict) and "auto" in last["info"]
-        return f"warning: the final labels are degenerate: {health_warnings(h, auto=auto)[0]}"
+        return ("warning: the final labels are degenerate: "
+                f"{health_warnings(h, auto=auto, labeller=labeller)[0]}")
     return None

@@ -130,7 +130,8 @@ class HealthHook(HookBase):
         t.record["health"] = health
         # Ground-truth labels (supervised) are what they are: no clustering knob to suggest.
         lines = [] if t.method.supervised else \
-            health_warnings(health, auto="auto" in (labels.info or {}))
+            health_warnings(health, auto="auto" in (labels.info or {}),
+                            labeller=t.method.labeller)
         if lines:
             t.record["warnings"] = lines
         auto = (labels.info or {}).get("auto")
@@ -144,7 +145,7 @@ class HealthHook(HookBase):
     def after_train(self) -> None:
         t = self.trainer
         if t.info.is_main:
-            line = run_verdict(t.records)
+            line = run_verdict(t.records, t.method.labeller)
             if line:
                 t.log(line)
 

@@ -167,6 +167,9 @@ class Method:
     uses_cameras: ClassVar[bool] = False
     supervised: ClassVar[bool] = False
     needs_features: ClassVar[bool] = True  # make_labels reads this epoch's features
+    # how the labels are made, for the label-health advice (unreid.cluster.health): density
+    # clustering (Jaccard + DBSCAN) or kmeans with a selection
+    labeller: ClassVar[str] = "density"
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

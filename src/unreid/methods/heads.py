@@ -108,6 +108,7 @@ class ClassifierMethod(Method):
     """
 
     init_from_centres: ClassVar[bool] = True
+    labeller: ClassVar[str] = "kmeans"  # k-means classes and a cosine selection (RSL, PUL)
     # RSL and PUL cluster, select (cosine > lambda) and classify pool5 features: their
     # thresholds assume non-negative pooled vectors, whose cosines are far higher than
     # those of the zero-mean BN-neck output (on which no sample passes 0.85).
