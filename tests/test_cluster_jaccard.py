@@ -205,3 +205,59 @@ def test_jaccard_many_small_chunks_on_threads_equal_one_chunk(monkeypatch):
     ref = rerank(feats[:30], feats[30:], k1=10, k2=4)
     monkeypatch.undo()
     np.testing.assert_allclose(ref, rerank(feats[:30], feats[30:], k1=10, k2=4), atol=1e-6)
+
+
+# ---------------------------------------------------------------- shared kNN lists
+
+
+def _same_csr(a: sparse.csr_matrix, b: sparse.csr_matrix) -> bool:
+    """Bit for bit: the same pattern and the same float64 values."""
+    return (a.shape == b.shape and np.array_equal(a.indptr, b.indptr)
+            and np.array_equal(a.indices, b.indices)
+            and a.data.tobytes() == b.data.tobytes())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("k1", "k2", "depth", "cutoff"),
+                         [(5, 2, 5, None), (10, 2, 41, 0.7), (15, 3, 30, 0.5),
+                          (20, 4, 20, None), (30, 6, 41, 0.7), (7, 7, 12, 1.0)])
+def test_jaccard_on_shared_lists_is_identical_to_its_own_search(dtype, k1, k2, depth, cutoff):
+    from unreid.cluster.knn import as_features, neighbours
+
+    feats = clustered(30, 8, 24, 0.8, seed=11).astype(dtype)
+    own = jaccard_distance(feats, k1=k1, k2=k2, cutoff=cutoff)
+    # the lists the graph's own search makes, deeper than it needs
+    lists = neighbours(*as_features(feats, who="test"), depth)
+    shared = jaccard_distance(feats, k1=k1, k2=k2, cutoff=cutoff, neighbours=lists)
+    assert shared.nnz > feats.shape[0] and _same_csr(shared, own)
+
+
+def test_jaccard_on_deeper_lists_with_ties_is_identical_to_its_own_search():
+    # Exact duplicates: tied similarities straddle the k1-th place. float64 features are
+    # searched by the torch pass, which picks among those ties by index as the cut of a
+    # deeper list does (faiss's flat index, used for float32 when installed, picks its own
+    # way there).
+    from unreid.cluster.knn import as_features, neighbours
+
+    uniq = np.random.default_rng(12).standard_normal((60, 16))
+    feats = np.concatenate([uniq, uniq[:20], uniq[:20], uniq[:5]])
+    lists = neighbours(*as_features(feats, who="test"), 25)
+    assert (lists[1][:, 9] == lists[1][:, 10]).sum() > 10  # ties at the boundary
+    own = jaccard_distance(feats, k1=10, k2=3, cutoff=0.8)
+    shared = jaccard_distance(feats, k1=10, k2=3, cutoff=0.8, neighbours=lists)
+    assert _same_csr(shared, own)
+
+
+def test_jaccard_rejects_lists_that_do_not_fit():
+    from unreid.cluster import knn
+
+    x = np.random.default_rng(13).standard_normal((30, 6)).astype(np.float32)
+    ids, sims = knn(x, 8)
+    with pytest.raises(ClusteringError, match="hold 8 neighbours per sample but 10 are needed"):
+        jaccard_distance(x, k1=10, k2=2, neighbours=(ids, sims))
+    with pytest.raises(ClusteringError, match=r"shape \(20, K\)"):
+        jaccard_distance(x[:20], k1=5, k2=2, neighbours=(ids, sims))
+    with pytest.raises(ClusteringError, match="each sample first"):
+        jaccard_distance(x, k1=5, k2=2, neighbours=(ids[::-1], sims))
+    with pytest.raises(ClusteringError, match=r"shape \(30, K\)"):
+        jaccard_distance(x, k1=5, k2=2, neighbours=(ids, sims[:, :4]))

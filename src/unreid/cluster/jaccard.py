@@ -5,7 +5,8 @@ Cluster-contrast (``compute_jaccard_distance``) and the test-time re-ranking
 sparse and the answer is the same to float rounding (the tests compare against
 dense textbook implementations to 1e-6):
 
-1. Ranking: :func:`unreid.cluster.knn` conventions (self first, ties by index).
+1. Ranking: :func:`unreid.cluster.knn` conventions (self first, ties by index); or the
+   first k1 columns of lists the caller searched once for several graphs.
 2. k-reciprocal sets ``R(i, w) = {j in rank[i, :w] : i in rank[j, :w]}`` for all i
    at once: the kNN pattern times its transpose, elementwise (scipy sparse).
 3. Expansion: for every candidate ``c in R(i, w1)``, ``R(c, w2)`` joins the set when
@@ -56,7 +57,8 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from unreid.errors import ClusteringError
 
-from .knn import Search, as_features, neighbours, scan
+from .knn import Search, as_features, scan
+from .knn import neighbours as search_neighbours
 
 __all__ = ["jaccard_distance", "rerank"]
 
@@ -357,6 +359,40 @@ def _check_k(n: int, k1: int, k2: int, width: int, *, who: str, knob: str) -> No
         )
 
 
+def given_neighbours(
+    neighbours: tuple[np.ndarray, np.ndarray], n: int, depth: int, *, who: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Precomputed kNN lists ``(indices, similarities)`` checked and cut to their first
+    ``depth`` columns (a view).
+
+    Both must be (n, K) with ``K >= depth``, the indices integers with every row starting
+    with its own sample (the :func:`unreid.cluster.knn` order). The first ``depth``
+    columns of a deeper sorted list are exactly the shallower list, since the order
+    (self first, decreasing similarity, ties by increasing index) is a total order;
+    cutting also keeps the deeper columns out of the cosine lookups, so results do not
+    depend on the depth. Raises :class:`ClusteringError` (one line) otherwise.
+    """
+    rank, sims = (np.asarray(a) for a in neighbours)
+    if rank.ndim != 2 or rank.shape[0] != n or sims.shape != rank.shape:
+        raise ClusteringError(
+            f"{who}: neighbours must be (indices, similarities) of shape ({n}, K), got "
+            f"{rank.shape} and {sims.shape}; pass the kNN lists of these features"
+        )
+    if rank.shape[1] < depth:
+        raise ClusteringError(
+            f"{who}: the neighbour lists hold {rank.shape[1]} neighbours per sample but "
+            f"{depth} are needed; search at least {depth} (or pass no neighbours)"
+        )
+    if not np.issubdtype(rank.dtype, np.integer) or not (
+        rank[:, 0] == np.arange(n)
+    ).all():
+        raise ClusteringError(
+            f"{who}: neighbour indices must be integers with each sample first in its own "
+            "row (unreid.cluster.knn's order); pass the kNN lists of these features"
+        )
+    return rank[:, :depth].astype(np.int64, copy=False), sims[:, :depth]
+
+
 def jaccard_distance(
     features: np.ndarray | torch.Tensor,
     k1: int = 30,
@@ -364,6 +400,7 @@ def jaccard_distance(
     *,
     cutoff: float | None = None,
     search: Search = "auto",
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> sparse.csr_matrix:
     """Sparse k-reciprocal Jaccard distance, as cluster-contrast's ``compute_jaccard_distance``.
 
@@ -380,6 +417,17 @@ def jaccard_distance(
         search: the kNN search (:func:`unreid.cluster.knn`): ``"exact"``, ``"faiss"``
             (approximate) or ``"auto"`` (faiss from 250,000 samples on when installed).
             Everything after the kNN lists is exact.
+        neighbours: precomputed kNN lists of these features, ``(indices (N, K) int,
+            similarities (N, K) float)`` with ``K >= k1``, sorted as
+            :func:`unreid.cluster.knn` sorts them; ``search`` is then unused. Only the
+            first k1 columns are read, so several graphs can share one deeper search
+            and give exactly (bit for bit) what their own search would: pass the lists
+            of the same search (``unreid.cluster.knn.neighbours``, which keeps float64
+            similarities for float64 features; :func:`unreid.cluster.knn` gives float32).
+            One exception: among exactly tied similarities at the k1-th place (duplicate
+            samples) faiss's flat index, the own search of float32 features on the CPU
+            when faiss is installed, keeps a member of its own choosing, where the cut
+            of a deeper list keeps the lowest index (the documented rule).
 
     Returns:
         (N, N) ``scipy.sparse.csr_matrix``, float64, canonical (sorted indices),
@@ -391,7 +439,8 @@ def jaccard_distance(
 
     Raises:
         ClusteringError: bad features (see :func:`unreid.cluster.knn`), k1/k2 out
-            of range, cutoff outside (0, 1], an unknown search or faiss missing.
+            of range, cutoff outside (0, 1], an unknown search or faiss missing,
+            neighbour lists of another shape or shallower than k1.
     """
     x, inv_norm = as_features(features, who="jaccard_distance")
     n = x.shape[0]
@@ -406,7 +455,10 @@ def jaccard_distance(
             "set cluster.eps below 1"
         )
     k1, k2 = int(k1), int(k2)
-    rank, sims = neighbours(x, inv_norm, k1, search=search)
+    if neighbours is None:
+        rank, sims = search_neighbours(x, inv_norm, k1, search=search)
+    else:
+        rank, sims = given_neighbours(neighbours, n, k1, who="jaccard_distance")
     v = _encode(
         x, inv_norm, rank, sims, width=k1, half_width=_half_width(k1), k2=k2,
         scale=np.ones(n),
