@@ -228,3 +228,84 @@ def test_methods_pass_their_camera_ids_to_the_choice() -> None:
     params, info = density_params(ClusterConfig(auto=True), feats, cams)
     assert params["k1"] == 20 and "camera-balanced" in info["auto"]["reason"]
     assert density_params(ClusterConfig(auto=True), feats)[0]["k1"] == MIN_K1
+
+
+def _searches(monkeypatch) -> list[int]:
+    """Count every kNN search (its depth) that auto_cluster_params runs, whichever module
+    starts it: the shared search, a graph's own, the similarity gap's."""
+    import importlib
+
+    knn_module = importlib.import_module("unreid.cluster.knn")
+    real = knn_module.neighbours
+    depths: list[int] = []
+
+    def counted(x, inv_norm, k, **kwargs):
+        depths.append(int(k))
+        return real(x, inv_norm, k, **kwargs)
+
+    for target in (knn_module, "unreid.cluster.jaccard", "unreid.cluster.auto"):
+        module = importlib.import_module(target) if isinstance(target, str) else target
+        name = "neighbours" if module is knn_module else "search_neighbours"
+        monkeypatch.setattr(module, name, counted)
+    return depths
+
+
+def _separate_searches(monkeypatch) -> None:
+    """Make auto_cluster_params work as before the shared search: every graph and the
+    similarity gap search for themselves (the shared lists are dropped)."""
+    import unreid.cluster.auto as auto_module
+
+    for name in ("jaccard_distance", "similarity_gap"):
+        real = getattr(auto_module, name)
+        monkeypatch.setattr(auto_module, name,
+                            lambda *a, _real=real, neighbours=None, **kw: _real(*a, **kw))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("ids", "per_camera", "camera", "cameras"),
+                         [(60, 2, 0.0, True), (20, 16, 0.3, True), (20, 16, 0.6, True),
+                          (12, 32, 0.0, False)])
+def test_one_shared_search_chooses_exactly_what_a_search_per_graph_chose(
+    monkeypatch, dtype, ids, per_camera, camera, cameras
+) -> None:
+    feats, _, cams = camera_planted(ids, per_camera, camera=camera)
+    feats = feats.astype(dtype)
+    camids = cams if cameras else None
+    shared = auto_cluster_params(feats, camids=camids)
+    with monkeypatch.context() as m:
+        _separate_searches(m)
+        depths = _searches(m)
+        separate = auto_cluster_params(feats, camids=camids)
+    # the shared search (unused here), the gap's own search, then each graph's own
+    assert depths == [41, 41, *((5, 10, 15, 20, 30) if cameras else (shared.k1,))]
+    assert separate == shared  # every field, floats included
+
+
+def test_the_neighbour_search_runs_once_for_all_graphs(monkeypatch) -> None:
+    import unreid.cluster.auto as auto_module
+
+    feats, _, cams = camera_planted(20, 16, camera=0.3)
+    expected = auto_cluster_params(feats, camids=cams)
+    graphs: list[int] = []
+    real = auto_module.jaccard_distance
+    monkeypatch.setattr(auto_module, "jaccard_distance",
+                        lambda f, k1, *a, **kw: graphs.append(k1) or real(f, k1, *a, **kw))
+    depths = _searches(monkeypatch)
+    assert auto_cluster_params(feats, camids=cams) == expected
+    # one search, as deep as the gap (40 + self) and the deepest graph (30) read
+    assert depths == [41] and graphs == list(K1_CHOICES)
+    # a tiny set: the depth is capped at N
+    depths.clear()
+    tiny, _ = planted(3, 2)
+    auto_cluster_params(tiny)
+    assert depths == [6]
+
+
+def test_similarity_gap_reads_given_lists_as_its_own_search() -> None:
+    from unreid.cluster import knn
+
+    feats, _ = planted(20, 8)
+    assert similarity_gap(feats, neighbours=knn(feats, 60)) == similarity_gap(feats)
+    assert similarity_gap(feats, 10, neighbours=knn(feats, 11)) == similarity_gap(feats, 10)
+    with pytest.raises(ClusteringError, match="similarity_gap: the neighbour lists hold 30"):
+        similarity_gap(feats, neighbours=knn(feats, 30))

@@ -52,7 +52,9 @@ k1 5 at 2 per camera is thin (23 balanced clusters against 22 at k1 15), and wit
 the people the cameras choose k1 15 there too (ARI 0.142, best 0.168). On planted people
 whose features do see them across cameras the balanced count finds them whole where the
 k1 15 floor cuts 16 images per camera into pieces (tests). Cost: one graph per k1 choice
-(5) instead of one.
+(5) instead of one, on one shared neighbour search: the similarity gap and every graph
+read the first columns of the same kNN lists, which are exactly what their own searches
+would give (on CUHK03-sized features the searches were most of the time).
 
 The choice is a pure function of the features (and camera ids): a run that re-chooses every epoch
 (the features change as the model trains) and a resumed run choose the same.
@@ -67,8 +69,9 @@ import numpy as np
 import torch
 
 from unreid.cluster.dbscan import dbscan
-from unreid.cluster.jaccard import jaccard_distance
-from unreid.cluster.knn import knn
+from unreid.cluster.jaccard import given_neighbours, jaccard_distance
+from unreid.cluster.knn import as_features, knn, resolve_search
+from unreid.cluster.knn import neighbours as search_neighbours
 from unreid.errors import ClusteringError
 
 __all__ = [
@@ -97,9 +100,21 @@ MIN_K1 = 15
 CLEAR_GAP = 3.0
 # On fewer than MIN_K1 * SMALL_SET_SHARE samples the vague-gap floor is N / SMALL_SET_SHARE.
 SMALL_SET_SHARE = 20
+# Neighbours the similarity gap looks at per sample (similarity_gap's max_k).
+GAP_NEIGHBOURS = 40
 
 
-def similarity_gap(features: np.ndarray | torch.Tensor, max_k: int = 40) -> tuple[int, float]:
+def _gap_depth(n: int, max_k: int) -> int:
+    """Neighbours (self included) :func:`similarity_gap` reads per sample."""
+    return min(int(n), int(max_k) + 1)
+
+
+def similarity_gap(
+    features: np.ndarray | torch.Tensor,
+    max_k: int = GAP_NEIGHBOURS,
+    *,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[int, float]:
     """Images per identity, from where each sample's neighbour similarities drop most, and
     how clear that drop is.
 
@@ -114,14 +129,22 @@ def similarity_gap(features: np.ndarray | torch.Tensor, max_k: int = 40) -> tupl
     Args:
         features: (N, D) float features, N >= 3.
         max_k: neighbours looked at per sample.
+        neighbours: the exact kNN lists of these features (``(indices (N, K), similarities
+            (N, K))``, ``K >= min(N, max_k + 1)``, as :func:`unreid.cluster.knn` sorts them)
+            to read instead of searching; the first ``max_k + 1`` columns are used, so the
+            answer is the same.
 
     Returns ``(images_per_id, clarity)``; fewer than 4 samples give ``(2, 1.0)``.
     """
     n = int(features.shape[0])
-    k = min(n, int(max_k) + 1)
+    k = _gap_depth(n, max_k)
     if k < 4:
         return 2, 1.0
-    _, sims = knn(features, k)
+    if neighbours is None:
+        _, sims = knn(features, k)
+    else:
+        _, sims = given_neighbours(neighbours, n, k, who="similarity_gap")
+    sims = sims.astype(np.float32, copy=False)  # what knn gives
     drops = sims[:, 1:-1] - sims[:, 2:]  # drop after the r-th neighbour, r = 1..k-2
     per_id = int(min(max(np.median(drops.argmax(axis=1) + 1) + 1, 2), max_k))
     top2 = np.sort(drops, axis=1)[:, -2:]
@@ -168,14 +191,14 @@ def balanced_clusters(labels: np.ndarray, camids: np.ndarray) -> int:
 
 
 def _count_peak(
-    features: np.ndarray | torch.Tensor, k1: int, radii: list[float], cores: list[int],
-    search: str,
+    features: torch.Tensor, k1: int, radii: list[float], cores: list[int],
+    lists: tuple[np.ndarray, np.ndarray],
 ) -> tuple[float, int, int, int, int, np.ndarray]:
-    """On the Jaccard graph at ``k1`` (k2 from :func:`k2_for`), the (eps, min_samples)
-    with the most clusters, then the fewest outliers, then the smaller eps and
-    min_samples. Returns ``(eps, min_samples, clusters, outliers, tried, labels (N,))``."""
-    dist = jaccard_distance(features, k1, k2_for(k1), cutoff=radii[-1],
-                            search=search)  # type: ignore[arg-type]
+    """On the Jaccard graph at ``k1`` (k2 from :func:`k2_for`; its neighbours: the first k1
+    of the shared kNN ``lists``), the (eps, min_samples) with the most clusters, then the
+    fewest outliers, then the smaller eps and min_samples. Returns ``(eps, min_samples,
+    clusters, outliers, tried, labels (N,))``."""
+    dist = jaccard_distance(features, k1, k2_for(k1), cutoff=radii[-1], neighbours=lists)
     best: tuple | None = None
     tried = 0
     with warnings.catch_warnings():  # "all samples are outliers" is an expected candidate
@@ -264,8 +287,14 @@ def auto_cluster_params(
             clusters (:func:`balanced_clusters`; one graph per k1 choice, ties to more
             clusters, then the smaller k1), the rule above when no graph has one.
 
+    One neighbour search serves everything: the similarity gap and every graph read the
+    first columns of the same kNN lists (exactly their own searches' answers; the gap,
+    whose own search is exact, shares them when the graphs' search resolves to exact too,
+    i.e. below :data:`unreid.cluster.knn.APPROX_FROM` samples or ``search="exact"``).
+
     Returns an :class:`AutoChoice`. Raises :class:`ClusteringError` for fewer than 2
-    samples, camera ids of another length, or empty/out-of-range choices.
+    samples, bad features (see :func:`unreid.cluster.knn`), camera ids of another length,
+    or empty/out-of-range choices.
     """
     n = int(features.shape[0])
     if n < 2:
@@ -276,7 +305,15 @@ def auto_cluster_params(
         raise ClusteringError(f"auto_cluster_params: eps choices {eps_choices} must lie in (0, 1]")
     if min(min_samples_choices) < 2 or min(k1_choices) < 1:
         raise ClusteringError("auto_cluster_params: min_samples choices must be >= 2, k1 >= 1")
-    per_id, clarity = similarity_gap(features)
+    x, inv_norm = as_features(features, who="auto_cluster_params")
+    # The one neighbour search, as deep as the deepest candidate graph (and the gap) reads.
+    exact = resolve_search(search, n) == "exact"
+    depth = min(n, max(int(k) for k in k1_choices))
+    lists = search_neighbours(
+        x, inv_norm, max(depth, _gap_depth(n, GAP_NEIGHBOURS)) if exact else depth,
+        search=search,  # type: ignore[arg-type]
+    )
+    per_id, clarity = similarity_gap(x, neighbours=lists if exact else None)
     cores = sorted({int(m) for m in min_samples_choices if m <= max(2, per_id)}) \
         or [min(int(m) for m in min_samples_choices)]
     radii = sorted({float(e) for e in eps_choices})
@@ -297,7 +334,7 @@ def auto_cluster_params(
     # With several cameras: one count peak per k1, and the k1 whose peak holds the most
     # camera-balanced clusters (see the module docstring); none on any graph: the above.
     graphs = sorted({min(int(k), n) for k in k1_choices}) if several else [k1]
-    peaks = {k: _count_peak(features, k, radii, cores, search) for k in graphs}
+    peaks = {k: _count_peak(x, k, radii, cores, lists) for k in graphs}
     balanced = ({k: balanced_clusters(peaks[k][-1], cams) for k in graphs}
                 if cams is not None and several else {})
     why = f"k1 {k1}"
