@@ -251,14 +251,11 @@ def _searches(monkeypatch) -> list[int]:
 
 
 def _separate_searches(monkeypatch) -> None:
-    """Make auto_cluster_params work as before the shared search: every graph and the
-    similarity gap search for themselves (the shared lists are dropped)."""
+    """Make auto_cluster_params work as before the shared search: no shared lists, every
+    graph and the similarity gap search for themselves."""
     import unreid.cluster.auto as auto_module
 
-    for name in ("jaccard_distance", "similarity_gap"):
-        real = getattr(auto_module, name)
-        monkeypatch.setattr(auto_module, name,
-                            lambda *a, _real=real, neighbours=None, **kw: _real(*a, **kw))
+    monkeypatch.setattr(auto_module, "_shared_neighbours", lambda *a: None)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -276,8 +273,8 @@ def test_one_shared_search_chooses_exactly_what_a_search_per_graph_chose(
         _separate_searches(m)
         depths = _searches(m)
         separate = auto_cluster_params(feats, camids=camids)
-    # the shared search (unused here), the gap's own search, then each graph's own
-    assert depths == [41, 41, *((5, 10, 15, 20, 30) if cameras else (shared.k1,))]
+    # the gap's own search, then each graph's own
+    assert depths == [41, *((5, 10, 15, 20, 30) if cameras else (shared.k1,))]
     assert separate == shared  # every field, floats included
 
 
@@ -309,3 +306,20 @@ def test_similarity_gap_reads_given_lists_as_its_own_search() -> None:
     assert similarity_gap(feats, 10, neighbours=knn(feats, 11)) == similarity_gap(feats, 10)
     with pytest.raises(ClusteringError, match="similarity_gap: the neighbour lists hold 30"):
         similarity_gap(feats, neighbours=knn(feats, 30))
+
+
+def test_approximate_graph_searches_are_not_shared(monkeypatch) -> None:
+    pytest.importorskip("faiss")
+    import importlib
+
+    # search="auto" turns approximate from APPROX_FROM samples on: lowered to this set
+    monkeypatch.setattr(importlib.import_module("unreid.cluster.knn"), "APPROX_FROM", 100)
+    feats, _, cams = camera_planted(20, 16, camera=0.3)
+    with monkeypatch.context() as m:
+        _separate_searches(m)
+        separate = auto_cluster_params(feats, camids=cams)
+    depths = _searches(monkeypatch)
+    assert auto_cluster_params(feats, camids=cams) == separate
+    # the gap's exact search, each graph's own approximate one (whose answer depends on
+    # the depth searched)
+    assert depths == [41, 5, 10, 15, 20, 30]

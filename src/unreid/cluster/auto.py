@@ -190,15 +190,39 @@ def balanced_clusters(labels: np.ndarray, camids: np.ndarray) -> int:
     return int(((top[:, 1] > 0) & (2 * top[:, 1] >= top[:, 0])).sum())
 
 
+Lists = tuple[np.ndarray, np.ndarray]
+
+
+def _shared_neighbours(
+    x: torch.Tensor, inv_norm: torch.Tensor, deepest_k1: int, search: str
+) -> Lists | None:
+    """The one kNN search of :func:`auto_cluster_params` on validated features: lists as
+    deep as the deepest candidate graph (``deepest_k1``) and the similarity gap read,
+    capped at N.
+
+    ``None`` (each graph searches for itself) when ``search`` resolves to the approximate
+    search: that one refines a number of candidates proportional to the depth, so the
+    first k1 of a deeper list can hold better neighbours than a k1-deep search finds, and
+    the graphs would change.
+    """
+    n = int(x.shape[0])
+    if resolve_search(search, n) != "exact":
+        return None
+    depth = min(n, max(int(deepest_k1), _gap_depth(n, GAP_NEIGHBOURS)))
+    return search_neighbours(x, inv_norm, depth, search=search)  # type: ignore[arg-type]
+
+
 def _count_peak(
-    features: torch.Tensor, k1: int, radii: list[float], cores: list[int],
-    lists: tuple[np.ndarray, np.ndarray],
+    features: torch.Tensor, k1: int, radii: list[float], cores: list[int], search: str,
+    lists: Lists | None,
 ) -> tuple[float, int, int, int, int, np.ndarray]:
     """On the Jaccard graph at ``k1`` (k2 from :func:`k2_for`; its neighbours: the first k1
-    of the shared kNN ``lists``), the (eps, min_samples) with the most clusters, then the
-    fewest outliers, then the smaller eps and min_samples. Returns ``(eps, min_samples,
-    clusters, outliers, tried, labels (N,))``."""
-    dist = jaccard_distance(features, k1, k2_for(k1), cutoff=radii[-1], neighbours=lists)
+    of the shared kNN ``lists``, or its own ``search`` without them), the (eps,
+    min_samples) with the most clusters, then the fewest outliers, then the smaller eps
+    and min_samples. Returns ``(eps, min_samples, clusters, outliers, tried, labels
+    (N,))``."""
+    dist = jaccard_distance(features, k1, k2_for(k1), cutoff=radii[-1],
+                            search=search, neighbours=lists)  # type: ignore[arg-type]
     best: tuple | None = None
     tried = 0
     with warnings.catch_warnings():  # "all samples are outliers" is an expected candidate
@@ -288,9 +312,10 @@ def auto_cluster_params(
             clusters, then the smaller k1), the rule above when no graph has one.
 
     One neighbour search serves everything: the similarity gap and every graph read the
-    first columns of the same kNN lists (exactly their own searches' answers; the gap,
-    whose own search is exact, shares them when the graphs' search resolves to exact too,
-    i.e. below :data:`unreid.cluster.knn.APPROX_FROM` samples or ``search="exact"``).
+    first columns of the same kNN lists, exactly their own searches' answers. Not with
+    the approximate search (``search="faiss"``, or ``"auto"`` from
+    :data:`unreid.cluster.knn.APPROX_FROM` samples on), whose answer depends on the
+    depth: then each graph searches for itself, and the gap exactly.
 
     Returns an :class:`AutoChoice`. Raises :class:`ClusteringError` for fewer than 2
     samples, bad features (see :func:`unreid.cluster.knn`), camera ids of another length,
@@ -306,14 +331,8 @@ def auto_cluster_params(
     if min(min_samples_choices) < 2 or min(k1_choices) < 1:
         raise ClusteringError("auto_cluster_params: min_samples choices must be >= 2, k1 >= 1")
     x, inv_norm = as_features(features, who="auto_cluster_params")
-    # The one neighbour search, as deep as the deepest candidate graph (and the gap) reads.
-    exact = resolve_search(search, n) == "exact"
-    depth = min(n, max(int(k) for k in k1_choices))
-    lists = search_neighbours(
-        x, inv_norm, max(depth, _gap_depth(n, GAP_NEIGHBOURS)) if exact else depth,
-        search=search,  # type: ignore[arg-type]
-    )
-    per_id, clarity = similarity_gap(x, neighbours=lists if exact else None)
+    lists = _shared_neighbours(x, inv_norm, max(int(k) for k in k1_choices), search)
+    per_id, clarity = similarity_gap(x, neighbours=lists)
     cores = sorted({int(m) for m in min_samples_choices if m <= max(2, per_id)}) \
         or [min(int(m) for m in min_samples_choices)]
     radii = sorted({float(e) for e in eps_choices})
@@ -334,7 +353,7 @@ def auto_cluster_params(
     # With several cameras: one count peak per k1, and the k1 whose peak holds the most
     # camera-balanced clusters (see the module docstring); none on any graph: the above.
     graphs = sorted({min(int(k), n) for k in k1_choices}) if several else [k1]
-    peaks = {k: _count_peak(x, k, radii, cores, lists) for k in graphs}
+    peaks = {k: _count_peak(x, k, radii, cores, search, lists) for k in graphs}
     balanced = ({k: balanced_clusters(peaks[k][-1], cams) for k in graphs}
                 if cams is not None and several else {})
     why = f"k1 {k1}"

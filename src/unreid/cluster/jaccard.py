@@ -424,10 +424,12 @@ def jaccard_distance(
             and give exactly (bit for bit) what their own search would: pass the lists
             of the same search (``unreid.cluster.knn.neighbours``, which keeps float64
             similarities for float64 features; :func:`unreid.cluster.knn` gives float32).
-            One exception: among exactly tied similarities at the k1-th place (duplicate
+            Two exceptions: among exactly tied similarities at the k1-th place (duplicate
             samples) faiss's flat index, the own search of float32 features on the CPU
             when faiss is installed, keeps a member of its own choosing, where the cut
-            of a deeper list keeps the lowest index (the documented rule).
+            of a deeper list keeps the lowest index (the documented rule); and the
+            approximate search refines more candidates for a deeper list, so its first
+            k1 can be better neighbours than a k1-deep search finds.
 
     Returns:
         (N, N) ``scipy.sparse.csr_matrix``, float64, canonical (sorted indices),
