@@ -26,6 +26,7 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,32 @@ def world(per_camera: int, ids: int, seed: int) -> Path:
     return out
 
 
+def feature_cache(tag: str, args: argparse.Namespace) -> Path:
+    """The ``.npz`` the features of dataset ``tag`` (see :func:`datasets`) are cached in."""
+    return CACHE / f"feats_{tag}_{args.backbone}_{args.size[0]}x{args.size[1]}.npz"
+
+
+def datasets(args: argparse.Namespace) -> list[tuple[str, Callable[[], Path], str]]:
+    """``(name, root, tag)`` of every dataset the arguments ask for: the display name (the
+    results' ``dataset``), a function that returns its folder (generating a synthetic
+    world on first use) and the tag its feature cache is named by."""
+    sets = [(f"synth 2 cams, {k}/id/cam", lambda k=k: world(k, args.ids, args.seed),
+             f"synth_ids{args.ids}_pc{k}_s{args.seed}") for k in args.per_camera]
+    if args.cuhk03:
+        sets.append(("CUHK03 train", lambda: Path(args.cuhk03), "cuhk03"))
+    return sets
+
+
+def feature_files(result: dict) -> dict[str, Path]:
+    """Dataset name -> cached feature file of a result this script wrote (its JSON), from
+    the command line it records, so other benches never rebuild the names by hand."""
+    args = parse_args(result["command"][1:])
+    return {name: feature_cache(tag, args) for name, _, tag in datasets(args)}
+
+
 def train_features(root: Path, args: argparse.Namespace, tag: str):
     """(features (N, D), pids (N,), camids (N,)) of the train split, cached by ``tag``."""
-    cache = CACHE / f"feats_{tag}_{args.backbone}_{args.size[0]}x{args.size[1]}.npz"
+    cache = feature_cache(tag, args)
     if cache.is_file():
         z = np.load(cache)
         return torch.from_numpy(z["feats"]), z["pids"], z["camids"]
@@ -112,7 +136,7 @@ def fmt(r: dict) -> str:
             f"{r['pair_precision']:.2f} | {r['pair_recall']:.2f}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-camera", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--ids", type=int, default=300, help="synthetic identities (half train)")
@@ -129,14 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features-only", action="store_true",
                         help="extract and cache the features, cluster nothing")
     parser.add_argument("--out", default=str(RESULTS / "auto_cluster.json"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    sets = [(f"synth 2 cams, {k}/id/cam", lambda k=k: world(k, args.ids, args.seed),
-             f"synth_ids{args.ids}_pc{k}_s{args.seed}") for k in args.per_camera]
-    if args.cuhk03:
-        sets.append(("CUHK03 train", lambda: Path(args.cuhk03), "cuhk03"))
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     results = []
-    for name, root, tag in sets:
+    for name, root, tag in datasets(args):
         feats, pids, cams = train_features(root(), args, tag)
         if args.features_only:
             print(f"{name}: {len(pids)} features cached", flush=True)
@@ -161,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {r['dataset']} ({r['num_ids']} ids) | {r['images_per_id']:.1f} | "
                          f"{label.replace('_', ' ')} | {fmt(r[label])} |")
     print("\n".join(lines))
-    write_json(args.out, {"command": sys.argv, "cpu": cpu, "results": results,
+    # the command as parsed: feature_files rebuilds the cache names from it
+    command = sys.argv if argv is None else [sys.argv[0], *argv]
+    write_json(args.out, {"command": command, "cpu": cpu, "results": results,
                           "table": "\n".join(lines)})
     print(f"written {args.out}")
     return 0

@@ -6,7 +6,8 @@ defaults, the setting ``cluster.auto`` chose and the best grid point, and prints
 training run's health check (:func:`unreid.cluster.label_health`,
 :func:`unreid.cluster.health_warnings`) would say about each: outlier share, largest
 cluster, singletons, clusters spanning cameras, and the warning lines. Run
-``auto_cluster.py`` first (it caches the features under ``.cache/auto_cluster``).
+``auto_cluster.py`` first (it caches the features under ``.cache/auto_cluster``; their
+file names come from its own helper and the command line its result records).
 
     python bench/health_sweep.py --out bench/results/health_sweep.json
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from _memory import write_json
+from auto_cluster import feature_files
 
 from unreid.cluster import health_warnings, jaccard_dbscan, label_health, shrink_k
 
@@ -28,28 +30,17 @@ RESULTS = REPO / "bench" / "results"
 SETTINGS = ("defaults", "auto", "best_grid")
 
 
-def cache_file(dataset: str, backbone: str, size: tuple[int, int]) -> Path:
-    """The feature cache ``auto_cluster.py`` wrote for one of its datasets."""
-    h, w = size
-    if dataset.startswith("CUHK03"):
-        tag = "cuhk03"
-    else:  # "synth 2 cams, K/id/cam" of a world with --ids 300, --seed 0
-        per_camera = dataset.split(", ")[1].split("/")[0]
-        tag = f"synth_ids300_pc{per_camera}_s0"
-    return REPO / ".cache" / "auto_cluster" / f"feats_{tag}_{backbone}_{h}x{w}.npz"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=str(RESULTS / "auto_cluster.json"))
-    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
-    parser.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("H", "W"))
     parser.add_argument("--out", default=str(RESULTS / "health_sweep.json"))
     args = parser.parse_args(argv)
 
+    result = json.loads(Path(args.results).read_text())
+    files = feature_files(result)  # as auto_cluster.py named them for its recorded command
     rows = []
-    for r in json.loads(Path(args.results).read_text())["results"]:
-        npz = np.load(cache_file(r["dataset"], args.backbone, tuple(args.size)))
+    for r in result["results"]:
+        npz = np.load(files[r["dataset"]])
         feats, cams = npz["feats"], npz["camids"]
         for setting in SETTINGS:
             p = r[setting]["params"]
