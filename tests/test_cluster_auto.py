@@ -323,3 +323,18 @@ def test_approximate_graph_searches_are_not_shared(monkeypatch) -> None:
     # the gap's exact search, each graph's own approximate one (whose answer depends on
     # the depth searched)
     assert depths == [41, 5, 10, 15, 20, 30]
+
+
+def test_graphs_tied_at_their_k1th_place_search_for_themselves(monkeypatch) -> None:
+    # Every sample four times (duplicate images): in each row the copies of a neighbour
+    # are tied, across the k1-th place for k1 5, 10, 15 and 30 (groups of 4 from place 1
+    # on) but not 20. faiss's flat index (float32 on the CPU) keeps tied members of its
+    # own choosing there, so those graphs search for themselves, as before.
+    feats, _, cams = camera_planted(20, 4, camera=0.3)
+    feats, cams = np.repeat(feats, 4, axis=0), np.repeat(cams, 4)
+    with monkeypatch.context() as m:
+        _separate_searches(m)
+        separate = auto_cluster_params(feats, camids=cams)
+    depths = _searches(monkeypatch)
+    assert auto_cluster_params(feats, camids=cams) == separate
+    assert depths == [41, 5, 10, 15, 30]

@@ -212,6 +212,21 @@ def _shared_neighbours(
     return search_neighbours(x, inv_norm, depth, search=search)  # type: ignore[arg-type]
 
 
+def _first(lists: Lists | None, k: int) -> Lists | None:
+    """``lists`` when their first ``k`` columns are exactly what a k-deep search gives,
+    else ``None`` (the caller then searches for itself).
+
+    A deeper list settles a tie across the k-th place by index, but faiss's flat index
+    (the k-deep search of float32 features on the CPU when faiss is installed) keeps a
+    tied member of its own choosing: a row whose k-th and (k+1)-th similarities are
+    equal (duplicate samples; rare) leaves the search to the k-deep one, as before.
+    """
+    if lists is None or k >= lists[1].shape[1]:
+        return lists
+    sims = lists[1]
+    return None if bool((sims[:, k - 1] == sims[:, k]).any()) else lists
+
+
 def _count_peak(
     features: torch.Tensor, k1: int, radii: list[float], cores: list[int], search: str,
     lists: Lists | None,
@@ -312,10 +327,11 @@ def auto_cluster_params(
             clusters, then the smaller k1), the rule above when no graph has one.
 
     One neighbour search serves everything: the similarity gap and every graph read the
-    first columns of the same kNN lists, exactly their own searches' answers. Not with
-    the approximate search (``search="faiss"``, or ``"auto"`` from
-    :data:`unreid.cluster.knn.APPROX_FROM` samples on), whose answer depends on the
-    depth: then each graph searches for itself, and the gap exactly.
+    first columns of the same kNN lists, exactly their own searches' answers (a graph
+    whose k1-th place is tied in some row, as duplicate samples make it, searches for
+    itself: see :func:`_first`). Not with the approximate search (``search="faiss"``,
+    or ``"auto"`` from :data:`unreid.cluster.knn.APPROX_FROM` samples on), whose answer
+    depends on the depth: then each graph searches for itself, and the gap exactly.
 
     Returns an :class:`AutoChoice`. Raises :class:`ClusteringError` for fewer than 2
     samples, bad features (see :func:`unreid.cluster.knn`), camera ids of another length,
@@ -332,7 +348,7 @@ def auto_cluster_params(
         raise ClusteringError("auto_cluster_params: min_samples choices must be >= 2, k1 >= 1")
     x, inv_norm = as_features(features, who="auto_cluster_params")
     lists = _shared_neighbours(x, inv_norm, max(int(k) for k in k1_choices), search)
-    per_id, clarity = similarity_gap(x, neighbours=lists)
+    per_id, clarity = similarity_gap(x, neighbours=_first(lists, _gap_depth(n, GAP_NEIGHBOURS)))
     cores = sorted({int(m) for m in min_samples_choices if m <= max(2, per_id)}) \
         or [min(int(m) for m in min_samples_choices)]
     radii = sorted({float(e) for e in eps_choices})
@@ -353,7 +369,7 @@ def auto_cluster_params(
     # With several cameras: one count peak per k1, and the k1 whose peak holds the most
     # camera-balanced clusters (see the module docstring); none on any graph: the above.
     graphs = sorted({min(int(k), n) for k in k1_choices}) if several else [k1]
-    peaks = {k: _count_peak(x, k, radii, cores, search, lists) for k in graphs}
+    peaks = {k: _count_peak(x, k, radii, cores, search, _first(lists, k)) for k in graphs}
     balanced = ({k: balanced_clusters(peaks[k][-1], cams) for k in graphs}
                 if cams is not None and several else {})
     why = f"k1 {k1}"
