@@ -385,7 +385,8 @@ def run_or_load(job: Job) -> Outcome:
     first = next((r["eval"] for r in records if "eval" in r), {})
     if "mAP" in first:
         values["start_mAP"] = float(first["mAP"])
-    for key in ("ari", "multi_camera_share", "cross_camera_pair_precision"):
+    for key in ("ari", "multi_camera_share", "cross_camera_pair_precision",
+                "cross_camera_nn_share"):
         if isinstance(quality.get(key), int | float):
             values[key] = float(quality[key])
     # pul and rsl: the share of the training images they kept in the last epoch (after the

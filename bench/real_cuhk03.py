@@ -93,6 +93,8 @@ COLUMNS = (Column("start mAP", "start_mAP"), Column("mAP", "mAP"), Column("R1", 
            Column("R5", "R5"), Column("R10", "R10"),
            Column("mINP", "mINP"), Column("label ARI", "ari", 1.0, 3),
            Column("multi-cam clusters %", "multi_camera_share"),
+           Column("cross-cam pair precision %", "cross_camera_pair_precision"),
+           Column("cross-view NN %", "cross_camera_nn_share"),
            Column("lambda alone % (epoch 1)", "above_lambda_first"),
            Column("lambda alone % (last)", "above_lambda_share"),
            Column("selected %", "selected_share"),
@@ -225,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         "true training identities; minutes = wall time of the row's process (start-up, "
         "image decoding on the first row, training and both evaluations); peak memory = "
         "its maximum resident set (wait4 ru_maxrss, includes the memory-mapped image "
-        "cache pages it touched). Mean ± std (n-1) over seeds. "
+        "cache pages it touched). Mean ± std (n-1) over seeds. Cross-cam pair precision = "
+        "the share of the last labels' same-cluster pairs from two cameras that are one "
+        "person; cross-view NN = the share of training images whose nearest image from the "
+        "other camera is the same person, on the features the last labels came from. "
         f"pul and rsl: {args.num_classes} k-means classes, cluster.min_selected="
         f"{args.min_selected:g}; lambda alone % = the share of the training images whose "
         "cosine to their (camera-)cluster centre passed lambda, in the first and the last "
