@@ -56,7 +56,8 @@ def test_the_adaptation_configs_build_the_model_the_source_recipe_trains() -> No
     keys = ("model.backbone", "model.pooling", "model.last_stride", "data.height", "data.width")
     adapted = sorted(CONFIGS.glob("*_source.yaml"))
     assert {p.name for p in adapted} >= {"rsl_cuhk03_source.yaml", "pul_cuhk03_source.yaml",
-                                         "cluster_contrast_cuhk03_source.yaml"}
+                                         "cluster_contrast_cuhk03_source.yaml",
+                                         "cap_cuhk03_source.yaml"}
     for path in adapted:
         flat = _flatten(to_container(load_config([path])))
         assert flat["model.pretrained"] == f"{source['run.out_dir']}/checkpoint.pt", path.name
