@@ -437,25 +437,27 @@ _POSITIVE_INT = _interval(1, integer=True)
 _COUNT = _interval(0, integer=True)  # 0 has a meaning (off, or estimate from the data)
 _SHARE = _interval(0, 1, lo_open=True)  # a threshold or share that 0 would make empty
 
+def _is_roots(value: Any) -> bool:
+    """A ``data.root`` / ``source.root`` value: None (unset), a non-empty string, or a
+    non-empty list of them."""
+    if value is None or (isinstance(value, str) and value != ""):
+        return True
+    return (isinstance(value, list | ListConfig) and len(value) > 0
+            and all(isinstance(r, str) and r for r in value))
+
+
 # The allowed values of every checked key. Names that registries resolve at run time
 # (method.name, model.backbone) are left to the registry, which names the choices when
 # it is asked: a plug-in may register more before train() runs. The string choices
 # repeat the owning modules' tuples because importing those would pull in torch; a
 # test keeps the two equal.
 RULES: dict[str, Rule] = {
-    "data.root": Rule(
-        lambda v: v is None or (isinstance(v, str) and v != "") or (
-            isinstance(v, list | ListConfig) and len(v) > 0
-            and all(isinstance(r, str) and r for r in v)),
-        "a folder, synth:default, or a non-empty list of folders"),
+    "data.root": Rule(_is_roots, "a folder, synth:default, or a non-empty list of folders"),
     "data.layout": _one_of("auto", "market", "msmt17", "folder"),
     "data.height": _POSITIVE_INT,
     "data.width": _POSITIVE_INT,
-    "source.root": Rule(
-        lambda v: v is None or (isinstance(v, str) and v != "") or (
-            isinstance(v, list | ListConfig) and len(v) > 0
-            and all(isinstance(r, str) and r for r in v)),
-        "a labelled dataset folder, a non-empty list of them, or null (off)"),
+    "source.root": Rule(_is_roots,
+                        "a labelled dataset folder, a non-empty list of them, or null (off)"),
     "source.layout": _one_of("auto", "market", "msmt17", "folder"),
     "source.weight": _interval(0, lo_open=True),
     "model.last_stride": _one_of(1, 2),
