@@ -436,6 +436,8 @@ def _matches(pattern: str, allowed: str) -> Rule:
 _POSITIVE_INT = _interval(1, integer=True)
 _COUNT = _interval(0, integer=True)  # 0 has a meaning (off, or estimate from the data)
 _SHARE = _interval(0, 1, lo_open=True)  # a threshold or share that 0 would make empty
+_LAYOUT = _one_of("auto", "market", "msmt17", "folder")  # data.layout, source.layout
+
 
 def _is_roots(value: Any) -> bool:
     """A ``data.root`` / ``source.root`` value: None (unset), a non-empty string, or a
@@ -453,12 +455,12 @@ def _is_roots(value: Any) -> bool:
 # test keeps the two equal.
 RULES: dict[str, Rule] = {
     "data.root": Rule(_is_roots, "a folder, synth:default, or a non-empty list of folders"),
-    "data.layout": _one_of("auto", "market", "msmt17", "folder"),
+    "data.layout": _LAYOUT,
     "data.height": _POSITIVE_INT,
     "data.width": _POSITIVE_INT,
     "source.root": Rule(_is_roots,
                         "a labelled dataset folder, a non-empty list of them, or null (off)"),
-    "source.layout": _one_of("auto", "market", "msmt17", "folder"),
+    "source.layout": _LAYOUT,
     "source.weight": _interval(0, lo_open=True),
     "model.last_stride": _one_of(1, 2),
     "model.pooling": _one_of("avg", "gem"),
