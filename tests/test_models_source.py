@@ -132,18 +132,29 @@ def test_a_bare_state_dict_is_described_by_path_and_hash(source: Path, tmp_path:
     assert not (tmp_path / SOURCE_JSON).exists()
 
 
+@pytest.fixture(scope="module")
+def discriminative_start(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_cnn trained with the tiny world's own training labels (as the source model,
+    8 x 20 steps): a start whose features put the target's people together."""
+    out = tmp_path_factory.mktemp("discriminative") / "run"
+    return train(e2e_cfg(tiny_world, out, "method.name=supervised",
+                         "optim.epochs=8")).run_dir / CHECKPOINT
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("method", "count"), [("rsl", "reliable"), ("pul", "selected")])
 def test_rsl_and_pul_select_correct_pairs_from_a_discriminative_start(
-    tiny_world: Path, source: Path, tmp_path: Path, method: str, count: str
+    tiny_world: Path, discriminative_start: Path, tmp_path: Path, method: str, count: str
 ) -> None:
-    # lambda 0.85 (the papers') on the BN-neck features of the first epoch. The source
-    # model puts same-identity images close, so lambda keeps a part of the samples and
-    # their labels are right (pair precision 1.0 for rsl, 0.36 for pul, measured); the
-    # features of a random tiny_cnn are so concentrated that every sample passes and
-    # the labels are mostly wrong (96 of 96, pair precision 0.14-0.15): a count alone
-    # would favour it. (An ImageNet start is the real-data comparison: bench/.) The floor
-    # of 24 samples (min_selected) keeps a batch of 16 when lambda alone keeps fewer.
+    # lambda 0.85 (the papers') on the BN-neck features of the first epoch. From a start
+    # that puts same-identity images close, lambda keeps a part of the samples and their
+    # labels are right; the features of a random tiny_cnn are so concentrated that every
+    # sample passes and the labels are mostly wrong: a count alone would favour it. The
+    # floor of 24 samples (min_selected) keeps a batch of 16 when lambda alone keeps fewer.
+    # Measured over run seeds 0-9 (AMD EPYC without AVX-512): kept 24-31 of 96, pair
+    # precision 0.65-1.0 (rsl) and 0.66-0.97 (pul) against 0.11-0.23 from the random start
+    # (96 of 96), smallest gap 0.47. The cross-world source model above is no such start
+    # for this assertion: on those seeds its gap ranged from -0.01 to +0.41.
     def first_epoch(name: str, start: str) -> dict:
         result = train(e2e_cfg(tiny_world, tmp_path / name, f"method.name={method}",
                                f"model.pretrained={start}", "model.feature=bn",
@@ -153,7 +164,9 @@ def test_rsl_and_pul_select_correct_pairs_from_a_discriminative_start(
         assert result.final is not None
         return result.records[1]
 
-    adapted, random = first_epoch("source", str(source)), first_epoch("random", "none")
+    adapted = first_epoch("start", str(discriminative_start))
+    random = first_epoch("random", "none")
     assert 24 <= adapted["info"][count] < 96
+    assert random["info"][count] == 96
     quality, baseline = adapted["label_quality"], random["label_quality"]
-    assert quality["pair_precision"] > baseline["pair_precision"] + 0.15
+    assert quality["pair_precision"] > baseline["pair_precision"] + 0.3
