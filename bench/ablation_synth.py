@@ -5,7 +5,8 @@ method.cr=false and the global clustering on fused features), +CR only (method.s
 sfe_cr, sfe_cr (global_features=fused); then the camera-aware parts (method cap) alone
 and combined: CA-Jaccard, per-camera standardisation, camera proxies, association; and
 CA-Jaccard in cluster_contrast and in sfe_cr's global clustering on fused features.
-``--mask-passes gt`` runs the mask-dependent rows with the ground-truth masks only.
+``--mask-passes gt`` (or ``noisy``) runs the mask-dependent rows with the ground-truth
+(or the noisy) masks only.
 Every row starts from the same ImageNet weights and trains for the same epochs x steps
 (batch 8 identities x 4 images), at each seed (run.seed and cluster.seed). Two mask
 passes: the world's ground-truth masks (``masks.provider=synthetic``) and the same
@@ -80,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run: synth:quick, tiny_cnn, 2 epochs x 5 steps, seed 0")
     parser.add_argument("--world", default=None, help="a world folder (default synth:default)")
     parser.add_argument("--mask-noise", type=float, default=0.3, help="noisy pass masks.noise")
-    parser.add_argument("--mask-passes", choices=("both", "gt"), default="both",
-                        help="rows that depend on the masks: both passes, or GT masks only")
+    parser.add_argument("--mask-passes", choices=("both", "gt", "noisy"), default="both",
+                        help="rows that depend on the masks: both passes, GT masks only, or "
+                             "noisy masks only")
     parser.add_argument("--pretrained", default=None, help="model.pretrained (imagenet)")
     add_common_args(parser, out="runs/ablation", seeds=(0, 1), epochs=EPOCHS, iters=ITERS)
     args = parser.parse_args(argv)
@@ -113,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append(make_job(row, args, seed, folder / f"seed{seed}",
                                      extra=gt if row.reads_masks else data))
                 continue
-            jobs.append(make_job(row, args, seed, out / f"{row.key}-gt" / f"seed{seed}",
-                                 variant="GT", extra=gt))
-            if args.mask_passes == "both":
+            if args.mask_passes in ("both", "gt"):
+                jobs.append(make_job(row, args, seed, out / f"{row.key}-gt" / f"seed{seed}",
+                                     variant="GT", extra=gt))
+            if args.mask_passes in ("both", "noisy"):
                 jobs.append(make_job(row, args, seed, out / f"{row.key}-noise{args.mask_noise:g}"
                                      / f"seed{seed}", variant=noisy_name, extra=noisy))
 
