@@ -221,10 +221,10 @@ def counting_trainer(calls: list[int]) -> type[Trainer]:
     """A Trainer that appends the epoch to ``calls`` whenever it extracts the training images."""
 
     class Counting(Trainer):
-        def extract(self, images: np.ndarray, mask_sets=(None,)) -> list[torch.Tensor]:
+        def extract(self, images: np.ndarray, mask_sets=(None,), **kw) -> list[torch.Tensor]:
             if images is self.data.images:
                 calls.append(self.epoch)
-            return super().extract(images, mask_sets)
+            return super().extract(images, mask_sets, **kw)
 
     return Counting
 

@@ -152,7 +152,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _check_flags(args)
     result = evaluate_checkpoint(
         args.checkpoint, _load(args), rerank=args.rerank, batch_size=args.batch_size,
-        protocol=args.protocol,
+        protocol=args.protocol, standardize_cameras=args.standardize_cameras or None,
+        camera_bn=args.camera_bn or None,
     )
     _print_result(result)
 
@@ -292,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", action="store_true")
     _add_protocol_arg(p)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--standardize-cameras", action="store_true",
+                   help="standardise the features per camera (default: the run's "
+                        "camera.standardize_test)")
+    p.add_argument("--camera-bn", action="store_true",
+                   help="extract each camera's images with BN statistics of that camera's "
+                        "query and gallery images (default: the run's camera.bn_test)")
 
     p = add("extract", cmd_extract, "extract features of every split to an .npz")
     p.add_argument("--checkpoint", required=True)

@@ -213,6 +213,12 @@ class CameraConfig:
     # of the query and gallery features at evaluation (any method)
     standardize: bool = False
     standardize_test: bool = False
+    # camera-specific batch-norm statistics (unreid/models/camera_bn.py): each camera's
+    # images are extracted with BN statistics re-estimated from that camera's images alone;
+    # of the training images whose features are clustered (any method), and of the query
+    # and gallery at evaluation (each camera's query and gallery images together)
+    bn: bool = False
+    bn_test: bool = False
 
 
 @dataclass

@@ -25,7 +25,8 @@ from unreid.eval import evaluate_split
 from unreid.io import FeatureFile, resolve_device
 from unreid.methods import model_feature
 from unreid.models import build_model, extract_features
-from unreid.models.precision import extraction_precision
+from unreid.models.camera_bn import camera_bn_statistics
+from unreid.models.precision import Precision, extraction_precision
 
 __all__ = ["evaluate_checkpoint", "extract_to_npz", "load_model_from_checkpoint"]
 
@@ -53,18 +54,37 @@ def load_model_from_checkpoint(
     return model.to(device).eval(), cfg
 
 
+def _precision(model, images: np.ndarray, cfg: Config, device: torch.device) -> Precision:
+    """The run's ``run.precision``, decided for this machine and model as training decides
+    it (:mod:`unreid.models.precision`)."""
+    sample = torch.from_numpy(np.array(images[:64]))  # a copy: the cache is read-only
+    return extraction_precision(str(cfg.run.precision), model, device, sample)
+
+
 def embed_images(model, images: np.ndarray, cfg: Config, batch_size: int,
                  device: torch.device) -> torch.Tensor:
-    """(N, D) features of uint8 ``images`` in the run's ``run.precision``, decided for this
-    machine and model as training decides it (:mod:`unreid.models.precision`)."""
-    sample = torch.from_numpy(np.array(images[:64]))  # a copy: the cache is read-only
-    precision = extraction_precision(str(cfg.run.precision), model, device, sample)
+    """(N, D) features of uint8 ``images`` in the run's ``run.precision``."""
     return extract_features(model, images, batch_size=batch_size, device=device, progress=True,
-                            precision=precision)
+                            precision=_precision(model, images, cfg, device))
 
 
 def _features(model, table, cfg: Config, batch_size: int, device: torch.device) -> torch.Tensor:
     return embed_images(model, split_images(table, cfg), cfg, batch_size, device)
+
+
+def _camera_bn_features(model, tables: list[Any], cfg: Config, batch_size: int,
+                        device: torch.device) -> list[torch.Tensor]:
+    """Features of each split in ``tables``, each camera's images extracted with BN
+    statistics of that camera's images in all of ``tables``
+    (:mod:`unreid.models.camera_bn`)."""
+    images = [split_images(t, cfg) for t in tables]
+    sets = [(im, np.asarray(t.camids)) for im, t in zip(images, tables, strict=True)]
+    precision = _precision(model, images[0], cfg, device)
+    stats = camera_bn_statistics(model, sets, batch_size=batch_size, device=device,
+                                 precision=precision)
+    return [extract_features(model, im, batch_size=batch_size, device=device, progress=True,
+                             precision=precision, groups=cams, group_stats=stats)
+            for im, cams in sets]
 
 
 def evaluate_checkpoint(
@@ -75,20 +95,33 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     device: str | None = None,
     protocol: str = "auto",
+    standardize_cameras: bool | None = None,
+    camera_bn: bool | None = None,
 ) -> Any:
     """Evaluate a checkpoint on ``dataset``'s query/gallery at the run's input size, under
     ``protocol`` (``auto``, ``market`` or ``all-gallery``; :mod:`unreid.eval.protocol`).
+
+    ``standardize_cameras`` / ``camera_bn``: per-camera feature standardisation / camera-
+    specific BN statistics of the query and gallery images; ``None`` = the run's
+    ``camera.standardize_test`` / ``camera.bn_test``.
 
     Returns an :class:`unreid.eval.EvalResult` (its ``note`` says when ``auto`` chose
     all-gallery).
     """
     dev = resolve_device(device, setting="--device")
     model, cfg = load_model_from_checkpoint(checkpoint, dev)
-    q = _features(model, dataset.query, cfg, batch_size, dev)
-    g = _features(model, dataset.gallery, cfg, batch_size, dev)
+    if camera_bn is None:
+        camera_bn = bool(cfg.camera.bn_test)
+    if standardize_cameras is None:
+        standardize_cameras = bool(cfg.camera.standardize_test)
+    if camera_bn:
+        q, g = _camera_bn_features(model, [dataset.query, dataset.gallery], cfg, batch_size,
+                                   dev)
+    else:
+        q = _features(model, dataset.query, cfg, batch_size, dev)
+        g = _features(model, dataset.gallery, cfg, batch_size, dev)
     return evaluate_split(q, g, dataset, rerank=rerank, max_rank=int(cfg.eval.max_rank),
-                          standardize_cameras=bool(cfg.camera.standardize_test),
-                          protocol=protocol)
+                          standardize_cameras=standardize_cameras, protocol=protocol)
 
 
 def extract_to_npz(

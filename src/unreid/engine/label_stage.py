@@ -17,10 +17,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from unreid.engine.train_data import TrainData
 from unreid.errors import TrainingError
 from unreid.methods import LabelInputs, Method, PseudoLabels
 from unreid.methods.base import BatchSampler
+from unreid.models.camera_bn import BNStatistics
 
 if TYPE_CHECKING:
     from unreid.models import ReIDModel
@@ -43,8 +44,19 @@ __all__ = ["EpochLabels", "LabelStage", "check_finite"]
 
 SAMPLER_STREAM = 1  # derive_seed tag of the samplers' seeds
 
-# (images, mask sets: None for the plain images) -> one (N, D) CPU feature set each
-ExtractSets = Callable[[np.ndarray, Sequence["np.ndarray | None"]], list[torch.Tensor]]
+class ExtractSets(Protocol):
+    """(images, mask sets: None for the plain images) -> one (N, D) CPU feature set each;
+    with ``camids`` and ``camera_stats``, camera-specific BN statistics
+    (:meth:`unreid.engine.trainer.Trainer.extract`)."""
+
+    def __call__(self, images: np.ndarray, mask_sets: Sequence[np.ndarray | None], *,
+                 camids: np.ndarray | None = None,
+                 camera_stats: Mapping[int, BNStatistics] | None = None,
+                 ) -> list[torch.Tensor]: ...
+
+
+# (images, camids) sets -> {camera: BN statistics} (Trainer.camera_statistics)
+CameraStatistics = Callable[[Sequence[tuple[np.ndarray, np.ndarray]]], dict[int, BNStatistics]]
 
 
 @dataclass
@@ -80,6 +92,9 @@ class LabelStage:
         device: training device.
         extract: ``(images, mask sets) -> [(N, D), ...]`` CPU features of all images,
             one set per entry (``None``: the plain images), from one read of the images.
+        camera_statistics: camera-specific BN statistics of ``(images, camids)`` sets, used
+            with ``camera.bn`` (the features to cluster are then extracted with each
+            camera's own statistics).
         last_good: the checkpoint named when features turn non-finite.
     """
 
@@ -94,6 +109,7 @@ class LabelStage:
         info: ddp.DistInfo,
         device: torch.device,
         extract: ExtractSets,
+        camera_statistics: CameraStatistics,
         last_good: Path,
     ) -> None:
         self.method = method
@@ -104,6 +120,7 @@ class LabelStage:
         self.info = info
         self.device = device
         self.extract = extract
+        self.camera_statistics = camera_statistics
         self.last_good = last_good
         self.base_params = {id(p) for p in model.parameters()}
 
@@ -114,7 +131,12 @@ class LabelStage:
         if self.method.wants_features():
             start = time.perf_counter()
             mask_sets = [None, self.data.masks] if self.method.uses_masks else [None]
-            feats, *rest = self.extract(self.data.images, mask_sets)
+            camids, bn_stats = None, None
+            if bool(self.cfg.camera.bn) and self.data.dataset.has_cameras:
+                camids = np.asarray(self.data.camids)
+                bn_stats = self.camera_statistics([(self.data.images, camids)])
+            feats, *rest = self.extract(self.data.images, mask_sets, camids=camids,
+                                        camera_stats=bn_stats)
             check_finite(feats, f"features of the training images at epoch {epoch + 1}",
                          self.last_good)
             if rest:

@@ -24,7 +24,7 @@ uninterrupted run would have (on CPU, bit for bit).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from unreid.methods import PseudoLabels, build_method, model_feature
 from unreid.methods.base import BatchSampler
 from unreid.models import build_model as build_reid_model
 from unreid.models import extract_feature_sets
+from unreid.models.camera_bn import BNStatistics, camera_bn_statistics
 from unreid.models.precision import Precision, autocast, extraction_precision, resolve_precision
 
 __all__ = [
@@ -186,7 +187,8 @@ class Trainer(TrainerBase):
 
         self.label_stage = LabelStage(
             self.method, self.data, self.model, self.optimizer, cfg=cfg, info=self.info,
-            device=self.device, extract=self.extract, last_good=self.run_dir / CHECKPOINT,
+            device=self.device, extract=self.extract,
+            camera_statistics=self.camera_statistics, last_good=self.run_dir / CHECKPOINT,
         )
         self.checkpointer = Checkpointer(self)
         self.current: EpochLabels | None = None  # the label stage's output of this epoch
@@ -250,10 +252,17 @@ class Trainer(TrainerBase):
             self.replay.end_epoch()
 
     def extract(
-        self, images: np.ndarray, mask_sets: Sequence[np.ndarray | None] = (None,)
+        self,
+        images: np.ndarray,
+        mask_sets: Sequence[np.ndarray | None] = (None,),
+        *,
+        camids: np.ndarray | None = None,
+        camera_stats: Mapping[int, BNStatistics] | None = None,
     ) -> list[torch.Tensor]:
         """One (N, D) float32 CPU feature set per entry of ``mask_sets`` (None: the plain
-        images), from one read of ``images`` (this rank's shard, then gathered)."""
+        images), from one read of ``images`` (this rank's shard, then gathered). With
+        ``camids`` (N,) and ``camera_stats`` (:meth:`camera_statistics`), each camera's
+        images are extracted with its own BN statistics."""
         n = len(images)
         a, b = ddp.shard_bounds(n, self.info.rank, self.info.world_size)
         if self.extract_precision is None:
@@ -266,9 +275,24 @@ class Trainer(TrainerBase):
             device=self.device,
             progress=self.info.is_main,
             precision=self.extract_precision,
+            groups=None if camids is None else np.asarray(camids)[a:b],
+            group_stats=camera_stats,
         )
         comm = self.device if self.device.type == "cuda" else torch.device("cpu")
         return [ddp.gather_shards(f.float().cpu(), n, comm) for f in sets]
+
+    def camera_statistics(
+        self, image_sets: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> dict[int, BNStatistics]:
+        """Camera-specific BN statistics of ``(images, camids)`` sets
+        (:func:`unreid.models.camera_bn.camera_bn_statistics`): every rank reads all the
+        images, so every rank holds the same statistics."""
+        if self.extract_precision is None:
+            self.extract_precision = self._decide_extract_precision(image_sets[0][0])
+        return camera_bn_statistics(self.model, image_sets,
+                                    batch_size=int(self.cfg.eval.batch_size),
+                                    device=self.device, precision=self.extract_precision,
+                                    progress=self.info.is_main)
 
     def _decide_extract_precision(self, images: np.ndarray) -> Precision:
         """Rank 0 decides (so every shard is extracted alike) and logs the choice."""
@@ -372,7 +396,13 @@ class Trainer(TrainerBase):
             return None
         ddp.broadcast_module(self.model)
         q_images, g_images = self.eval_images()
-        (qf,), (gf,) = self.extract(q_images), self.extract(g_images)
+        q_cams, g_cams = np.asarray(ds.query.camids), np.asarray(ds.gallery.camids)
+        stats = (self.camera_statistics([(q_images, q_cams), (g_images, g_cams)])
+                 if bool(self.cfg.camera.bn_test) else None)
+        (qf,) = self.extract(q_images, camids=None if stats is None else q_cams,
+                             camera_stats=stats)
+        (gf,) = self.extract(g_images, camids=None if stats is None else g_cams,
+                             camera_stats=stats)
         self.model.train()
         if not self.info.is_main:
             return None

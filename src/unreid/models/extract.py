@@ -7,13 +7,19 @@ pass per mask set (e.g. SFE-CR's input and foreground features, ``x`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unreid.models.camera_bn import (
+    BNStatistics,
+    bn_statistics_loaded,
+    model_device,
+    statistics_for,
+)
 from unreid.models.precision import Precision, autocast
 from unreid.progress import progress_bar
 
@@ -30,6 +36,8 @@ def extract_features(
     progress: bool = True,
     indices: np.ndarray | None = None,
     precision: Precision | None = None,
+    groups: np.ndarray | None = None,
+    group_stats: Mapping[int, BNStatistics] | None = None,
 ) -> torch.Tensor:
     """L2-normalised features of ``images`` (eval mode, no autograd).
 
@@ -38,7 +46,7 @@ def extract_features(
     """
     return extract_feature_sets(
         model, images, [masks], batch_size=batch_size, device=device, progress=progress,
-        indices=indices, precision=precision,
+        indices=indices, precision=precision, groups=groups, group_stats=group_stats,
     )[0]
 
 
@@ -52,6 +60,8 @@ def extract_feature_sets(
     progress: bool = True,
     indices: np.ndarray | None = None,
     precision: Precision | None = None,
+    groups: np.ndarray | None = None,
+    group_stats: Mapping[int, BNStatistics] | None = None,
 ) -> list[torch.Tensor]:
     """L2-normalised features of ``images``, one set per entry of ``mask_sets``.
 
@@ -78,11 +88,55 @@ def extract_feature_sets(
         precision: autocast of the forward pass (see :mod:`unreid.models.precision`);
             default fp16 on CUDA and fp32 elsewhere. Features are re-normalised in
             float32 either way.
+        groups, group_stats: camera-specific BN statistics: (N,) int camera id of every
+            image and ``{camera id: statistics}``
+            (:func:`unreid.models.camera_bn.camera_bn_statistics`); each camera's images
+            are extracted with its own statistics in the BN layers (the model's own are
+            restored afterwards). Both or neither.
 
     Returns:
         one (M, D) float32 CPU tensor with unit rows per mask set, in order (ordinary
         tensors, usable in autograd).
     """
+    if (groups is None) != (group_stats is None):
+        raise ValueError("extract_feature_sets: pass groups and group_stats together")
+    rows = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if groups is None or group_stats is None:
+        return _extract_sets(model, images, mask_sets, batch_size=batch_size, device=device,
+                             progress=progress, rows=rows, precision=precision)
+    groups = np.asarray(groups)
+    if groups.shape != (len(images),):
+        raise ValueError(f"groups must be one camera id per image ({len(images)}), got shape "
+                         f"{groups.shape}")
+    outs: list[torch.Tensor] | None = None
+    for cam in np.unique(groups[rows]):
+        where = np.flatnonzero(groups[rows] == cam)
+        with bn_statistics_loaded(model, statistics_for(group_stats, int(cam))):
+            part = _extract_sets(model, images, mask_sets, batch_size=batch_size,
+                                 device=device, progress=progress, rows=rows[where],
+                                 precision=precision)
+        if outs is None:
+            outs = [_empty(len(rows), p.shape[1]) for p in part]
+        for out, p in zip(outs, part, strict=True):
+            out[torch.from_numpy(where)] = p
+    if outs is None:  # no rows
+        return _extract_sets(model, images, mask_sets, batch_size=batch_size, device=device,
+                             progress=progress, rows=rows, precision=precision)
+    return outs
+
+
+def _extract_sets(
+    model: nn.Module,
+    images: np.ndarray,
+    mask_sets: Sequence[np.ndarray | None],
+    *,
+    batch_size: int,
+    device: str | torch.device | None,
+    progress: bool,
+    rows: np.ndarray,
+    precision: Precision | None,
+) -> list[torch.Tensor]:
+    """:func:`extract_feature_sets` of ``rows`` with the model's statistics as they are."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
     if images.ndim != 4 or images.shape[1] != 3:
@@ -100,8 +154,7 @@ def extract_feature_sets(
     mask_scales = [255.0 if m is not None and m.dtype == np.uint8 and m.size and m.max() > 1
                    else 1.0
                    for m in mask_sets]
-    rows = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
-    dev = torch.device(device) if device is not None else _model_device(model)
+    dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
     net = getattr(model, "module", model)  # a DDP wrapper keeps the settings on .module
     channels_last = bool(getattr(net, "channels_last", False))
@@ -162,6 +215,3 @@ def _batch(array: np.ndarray, rows: np.ndarray, dev: torch.device) -> torch.Tens
     return t.float()
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")

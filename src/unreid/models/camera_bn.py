@@ -1,0 +1,189 @@
+"""Camera-specific batch-norm statistics for extraction (the test-time half of camera-based
+batch normalisation, Zhuang et al., ECCV 2020).
+
+A model's BatchNorm layers normalise every image with one mean and variance, estimated on
+the training batches, which mix the cameras. On features that see the camera (light,
+background, optics) each camera's images then sit in their own region of feature space. Here
+each camera gets its own statistics: :func:`camera_bn_statistics` re-estimates every BN
+layer's running mean and variance from that camera's images alone (no labels, no gradient),
+and :func:`bn_statistics_loaded` puts one camera's statistics into the model for the
+extraction of that camera's images (:func:`unreid.models.extract_feature_sets` with
+``groups``). The model's own statistics are restored afterwards, so training is untouched.
+
+How the statistics are estimated: BN layers in training mode (everything else in eval mode:
+no dropout), a cumulative average over batches (``momentum=None``) of the batch statistics,
+the camera's images in a fixed shuffled order (rows of one person are often consecutive on
+disk, and batches of one person would average too small a variance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from unreid.models.precision import Precision, autocast
+from unreid.progress import progress_bar
+
+__all__ = [
+    "BNStatistics",
+    "bn_layers",
+    "bn_statistics_loaded",
+    "camera_bn_statistics",
+    "model_device",
+    "statistics_for",
+]
+
+# One (running_mean, running_var) pair per BN layer of the model, in module order.
+BNStatistics = list[tuple[torch.Tensor, torch.Tensor]]
+
+# Seed of the fixed order the statistics pass reads a camera's images in.
+_ORDER_SEED = 0
+
+
+def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` (a DDP wrapper's ``.module``) that keep running
+    statistics, in module order."""
+    net = getattr(model, "module", model)
+    return [m for m in net.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@contextmanager
+def bn_statistics_loaded(model: nn.Module, stats: BNStatistics) -> Iterator[None]:
+    """Within the block, the BN layers of ``model`` hold ``stats`` (from
+    :func:`camera_bn_statistics`); their own running statistics are restored after it."""
+    layers = bn_layers(model)
+    if len(stats) != len(layers):
+        raise ValueError(f"bn_statistics_loaded: {len(stats)} statistics for a model with "
+                         f"{len(layers)} BatchNorm layers")
+    saved = [_buffers(m) for m in layers]
+    try:
+        with torch.no_grad():
+            for m, (mean, var) in zip(layers, stats, strict=True):
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+        yield
+    finally:
+        _restore(layers, saved)
+
+
+def camera_bn_statistics(
+    model: nn.Module,
+    image_sets: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    precision: Precision | None = None,
+    progress: bool = True,
+) -> dict[int, BNStatistics]:
+    """Every BN layer's running mean and variance, re-estimated per camera.
+
+    Args:
+        model: a :class:`~unreid.models.ReIDModel` (or a DDP wrapper of one); its
+            parameters, statistics and train/eval mode are as before when this returns.
+        image_sets: ``(images, camids)`` pairs: (N, 3, H, W) uint8 images (a memmap is
+            read one batch at a time) and their (N,) int camera ids. A camera's statistics
+            come from its images in every set together (query and gallery, say).
+        batch_size: images per forward pass (at least 2: a batch statistic of one image
+            has no variance).
+        device: where to run; default the model's device.
+        precision: autocast of the forward passes; default fp32 (BN statistics are
+            accumulated in float32 either way).
+        progress: tqdm bar (shown only when stderr is a terminal).
+
+    Returns:
+        ``{camera id: statistics}`` for every camera id present; each camera's
+        statistics are a pure function of its images (every rank of a sharded run
+        computes the same ones).
+    """
+    if batch_size < 2:
+        raise ValueError(f"camera_bn_statistics: batch_size must be >= 2, got {batch_size}")
+    for images, camids in image_sets:
+        if images.ndim != 4 or images.shape[1] != 3 or len(camids) != len(images):
+            raise ValueError(
+                f"camera_bn_statistics: need (N, 3, H, W) images and N camera ids, got "
+                f"{images.shape} and {len(camids)}")
+    cameras = sorted({int(c) for _, camids in image_sets for c in np.unique(camids)})
+    layers = bn_layers(model)
+    dev = torch.device(device) if device is not None else model_device(model)
+    precision = precision or Precision("fp32")
+    net = getattr(model, "module", model)
+    channels_last = bool(getattr(net, "channels_last", False))
+    saved = [_buffers(m) for m in layers]
+    was_training = model.training
+    model.to(dev)
+    total = sum(len(images) for images, _ in image_sets)
+    bar = progress_bar(total=total, desc="camera BN", unit="img", leave=False,
+                       enabled=progress)
+    out: dict[int, BNStatistics] = {}
+    try:
+        model.eval()
+        for m in layers:
+            m.train()
+            m.momentum = None  # cumulative average of the batches' statistics
+        with torch.no_grad(), autocast(dev, precision):
+            for cam in cameras:
+                for m in layers:
+                    m.reset_running_stats()
+                for images, camids in image_sets:
+                    rows = np.flatnonzero(np.asarray(camids) == cam)
+                    rows = rows[np.random.default_rng(_ORDER_SEED).permutation(len(rows))]
+                    for start in range(0, len(rows), batch_size):
+                        sel = np.sort(rows[start:start + batch_size])
+                        if len(sel) < 2:  # a trailing single image: no variance to add
+                            continue
+                        x = torch.from_numpy(np.array(images[sel])).to(dev).float().div_(255.0)
+                        if channels_last:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        model(x)
+                        bar.update(len(sel))
+                out[cam] = [(m.running_mean.detach().clone(),  # type: ignore[union-attr]
+                             m.running_var.detach().clone())  # type: ignore[union-attr]
+                            for m in layers]
+    finally:
+        bar.close()
+        _restore(layers, saved)
+        model.train(was_training)
+    return out
+
+
+_Saved = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, float | None, bool]
+
+
+def _buffers(m: nn.modules.batchnorm._BatchNorm) -> _Saved:
+    def copy(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.detach().clone()
+
+    return (copy(m.running_mean), copy(m.running_var), copy(m.num_batches_tracked),
+            m.momentum, m.training)
+
+
+def _restore(layers: Sequence[nn.modules.batchnorm._BatchNorm], saved: Sequence[_Saved]) -> None:
+    with torch.no_grad():
+        for m, (mean, var, count, momentum, training) in zip(layers, saved, strict=True):
+            for own, value in ((m.running_mean, mean), (m.running_var, var),
+                               (m.num_batches_tracked, count)):
+                if own is not None and value is not None:
+                    own.copy_(value)
+            m.momentum = momentum
+            m.train(training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters are (CPU for a model without any)."""
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def statistics_for(stats: Mapping[int, BNStatistics], cam: int) -> BNStatistics:
+    """The statistics of camera ``cam``; a clear error when none were estimated for it."""
+    try:
+        return stats[int(cam)]
+    except KeyError:
+        raise ValueError(f"no camera BN statistics for camera {cam} (have "
+                         f"{sorted(stats)})") from None
