@@ -68,6 +68,7 @@ from _runs import (
     REPO,
     RESULTS,
     ROWS,
+    TEST_CAMERA_NOTE,
     Column,
     Row,
     add_common_args,
@@ -91,6 +92,8 @@ EPOCHS, ITERS = 3, 80
 ESTIMATE = "2 h 30 min of one core for the 18 runs (measured; see the module docstring)"
 COLUMNS = (Column("start mAP", "start_mAP"), Column("mAP", "mAP"), Column("R1", "R1"),
            Column("R5", "R5"), Column("R10", "R10"),
+           Column("mAP, test cameras standardised", "std_mAP"),
+           Column("mAP, test camera BN", "cbn_mAP"),
            Column("mINP", "mINP"), Column("label ARI", "ari", 1.0, 3),
            Column("multi-cam clusters %", "multi_camera_share"),
            Column("cross-cam pair precision %", "cross_camera_pair_precision"),
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "epoch; selected % = the share kept after the min_selected floor in the last epoch "
         "(rsl: reliable, the rest soft-labelled). start mAP = the row's own evaluation "
         "before training (pul and rsl retrieve with pool5 features, the others with the "
-        "BN neck)."
+        f"BN neck). {TEST_CAMERA_NOTE}"
     )
     markdown = f"{header}\n\n{table}\n\n{notes}"
     print("\n" + markdown + "\n")

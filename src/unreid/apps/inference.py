@@ -28,7 +28,8 @@ from unreid.models import build_model, extract_features
 from unreid.models.camera_bn import camera_bn_statistics
 from unreid.models.precision import Precision, extraction_precision
 
-__all__ = ["evaluate_checkpoint", "extract_to_npz", "load_model_from_checkpoint"]
+__all__ = ["evaluate_checkpoint", "evaluate_model", "extract_to_npz",
+           "load_model_from_checkpoint"]
 
 
 def load_model_from_checkpoint(
@@ -87,6 +88,37 @@ def _camera_bn_features(model, tables: list[Any], cfg: Config, batch_size: int,
             for im, cams in sets]
 
 
+def evaluate_model(
+    model: torch.nn.Module,
+    cfg: Config,
+    dataset: Any,
+    *,
+    rerank: bool = False,
+    batch_size: int = 128,
+    device: torch.device | None = None,
+    protocol: str = "auto",
+    standardize_cameras: bool = False,
+    camera_bn: bool = False,
+) -> Any:
+    """Evaluate ``model`` (of the run ``cfg``: input size, precision, ``eval.max_rank``) on
+    ``dataset``'s query/gallery under ``protocol`` (``auto``, ``market`` or
+    ``all-gallery``; :mod:`unreid.eval.protocol`).
+
+    ``standardize_cameras``: per-camera feature standardisation; ``camera_bn``: each
+    camera's images extracted with BN statistics of that camera's query and gallery images
+    (:mod:`unreid.models.camera_bn`). Returns an :class:`unreid.eval.EvalResult`.
+    """
+    dev = device if device is not None else next(model.parameters()).device
+    if camera_bn:
+        q, g = _camera_bn_features(model, [dataset.query, dataset.gallery], cfg, batch_size,
+                                   dev)
+    else:
+        q = _features(model, dataset.query, cfg, batch_size, dev)
+        g = _features(model, dataset.gallery, cfg, batch_size, dev)
+    return evaluate_split(q, g, dataset, rerank=rerank, max_rank=int(cfg.eval.max_rank),
+                          standardize_cameras=standardize_cameras, protocol=protocol)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     dataset: Any,
@@ -98,11 +130,8 @@ def evaluate_checkpoint(
     standardize_cameras: bool | None = None,
     camera_bn: bool | None = None,
 ) -> Any:
-    """Evaluate a checkpoint on ``dataset``'s query/gallery at the run's input size, under
-    ``protocol`` (``auto``, ``market`` or ``all-gallery``; :mod:`unreid.eval.protocol`).
-
-    ``standardize_cameras`` / ``camera_bn``: per-camera feature standardisation / camera-
-    specific BN statistics of the query and gallery images; ``None`` = the run's
+    """Evaluate a checkpoint on ``dataset``'s query/gallery at the run's input size
+    (:func:`evaluate_model`); ``standardize_cameras`` / ``camera_bn`` ``None`` = the run's
     ``camera.standardize_test`` / ``camera.bn_test``.
 
     Returns an :class:`unreid.eval.EvalResult` (its ``note`` says when ``auto`` chose
@@ -110,18 +139,13 @@ def evaluate_checkpoint(
     """
     dev = resolve_device(device, setting="--device")
     model, cfg = load_model_from_checkpoint(checkpoint, dev)
-    if camera_bn is None:
-        camera_bn = bool(cfg.camera.bn_test)
-    if standardize_cameras is None:
-        standardize_cameras = bool(cfg.camera.standardize_test)
-    if camera_bn:
-        q, g = _camera_bn_features(model, [dataset.query, dataset.gallery], cfg, batch_size,
-                                   dev)
-    else:
-        q = _features(model, dataset.query, cfg, batch_size, dev)
-        g = _features(model, dataset.gallery, cfg, batch_size, dev)
-    return evaluate_split(q, g, dataset, rerank=rerank, max_rank=int(cfg.eval.max_rank),
-                          standardize_cameras=standardize_cameras, protocol=protocol)
+    return evaluate_model(
+        model, cfg, dataset, rerank=rerank, batch_size=batch_size, device=dev,
+        protocol=protocol,
+        standardize_cameras=(bool(cfg.camera.standardize_test) if standardize_cameras is None
+                             else standardize_cameras),
+        camera_bn=bool(cfg.camera.bn_test) if camera_bn is None else camera_bn,
+    )
 
 
 def extract_to_npz(
