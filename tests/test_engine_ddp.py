@@ -45,7 +45,10 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, queue) -> Non
         def after_train(self) -> None:
             weights.append(flat(self.trainer.model))
 
-    cfg = tiny_cfg(Path(data), Path(out), "optim.num_identities=2", "eval.eval_every=0")
+    # camera.bn: the per-camera BN statistics pass runs on every rank (each reads all the
+    # images) before the sharded extraction
+    cfg = tiny_cfg(Path(data), Path(out), "optim.num_identities=2", "eval.eval_every=0",
+                   "camera.bn=true")
     result = train(cfg, hooks=[GrabLabels()])
     first, last = (w.numpy() for w in weights)  # by value: the worker exits before the read
     queue.put((rank, seen, [r.get("loss") for r in result.records[1:]], first, last))
