@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from unreid.config import Config, load_config
 from unreid.engine.hooks import HookBase
 
@@ -53,3 +55,20 @@ def second_half_gain(records: list[dict], key: str = "ari") -> float:
     values = [r["label_quality"][key] for r in records[1:]]
     late = values[len(values) // 2:]
     return sum(late) / len(late) - values[0]
+
+
+def camera_planted(ids: int, per_camera: int, *, camera: float, seed: int = 0):
+    """Planted people walking past 2 cameras: each identity is a weak centre plus the
+    camera's offset (``camera`` times a random vector shared by everyone that camera
+    sees), ``per_camera / 2`` moments per camera, each a tight pair of frames (the
+    near-duplicates), in 64 dimensions. Returns (features (N, 64), identity (N,),
+    camera (N,)), N = ids * 2 * per_camera."""
+    rng = np.random.default_rng(seed)
+    dim = 64
+    centres = rng.normal(size=(ids, dim))
+    offsets = camera * rng.normal(size=(2, dim))
+    pids = np.repeat(np.arange(ids), 2 * per_camera)
+    cams = np.tile(np.repeat(np.arange(2), per_camera), ids)
+    moments = np.repeat(0.7 * rng.normal(size=(len(pids) // 2, dim)), 2, axis=0)
+    feats = centres[pids] + offsets[cams] + moments + 0.4 * rng.normal(size=(len(pids), dim))
+    return feats.astype(np.float32), pids, cams

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from helpers import camera_planted
 
 from unreid.cluster import auto_cluster_params, jaccard_dbscan, label_quality
 from unreid.cluster.auto import (
@@ -86,10 +89,15 @@ def test_images_per_id_estimate_is_small_without_structure() -> None:
 def test_auto_caps_k1_at_the_sample_count_and_is_deterministic() -> None:
     feats, _ = planted(3, 2)
     a = auto_cluster_params(feats)
-    assert a.k1 <= 6 and a == auto_cluster_params(feats)
-    assert set(a.as_dict()) == {"k1", "k2", "eps", "min_samples", "num_clusters",
-                                "outlier_share", "images_per_cluster", "candidates",
-                                "images_per_id", "gap_clarity", "reason"}
+    again = auto_cluster_params(feats)
+    assert a.k1 <= 6 and a == again and np.array_equal(a.labels, again.labels)
+    record = a.as_dict()
+    assert set(record) == {"k1", "k2", "eps", "min_samples", "num_clusters",
+                           "outlier_share", "images_per_cluster", "candidates",
+                           "images_per_id", "gap_clarity", "reason", "jaccard",
+                           "camera_widths"}
+    assert json.loads(json.dumps(record)) == record  # the labels stay out of the record
+    assert (record["jaccard"], record["camera_widths"]) == ("plain", None)
 
 
 def test_k2_keeps_the_papers_ratio_within_bounds() -> None:
@@ -156,23 +164,6 @@ def test_similarity_gap_is_clear_on_clean_clusters_and_vague_on_noise() -> None:
     per_id, clarity = similarity_gap(rng.normal(size=(300, 64)).astype(np.float32))
     assert per_id <= 3 and 1.0 <= clarity < 2.0
     assert similarity_gap(np.eye(3, dtype=np.float32)) == (2, 1.0)
-
-
-def camera_planted(ids: int, per_camera: int, *, camera: float, seed: int = 0):
-    """Planted people walking past 2 cameras: each identity is a weak centre plus the
-    camera's offset (``camera`` times a random vector shared by everyone that camera
-    sees), ``per_camera / 2`` moments per camera, each a tight pair of frames (the
-    near-duplicates), in 64 dimensions. Returns (features (N, 64), identity (N,),
-    camera (N,)), N = ids * 2 * per_camera."""
-    rng = np.random.default_rng(seed)
-    dim = 64
-    centres = rng.normal(size=(ids, dim))
-    offsets = camera * rng.normal(size=(2, dim))
-    pids = np.repeat(np.arange(ids), 2 * per_camera)
-    cams = np.tile(np.repeat(np.arange(2), per_camera), ids)
-    moments = np.repeat(0.7 * rng.normal(size=(len(pids) // 2, dim)), 2, axis=0)
-    feats = centres[pids] + offsets[cams] + moments + 0.4 * rng.normal(size=(len(pids), dim))
-    return feats.astype(np.float32), pids, cams
 
 
 def test_balanced_clusters_counts_clusters_that_several_cameras_see_evenly() -> None:
@@ -276,6 +267,7 @@ def test_one_shared_search_chooses_exactly_what_a_search_per_graph_chose(
     # the gap's own search, then each graph's own
     assert depths == [41, *((5, 10, 15, 20, 30) if cameras else (shared.k1,))]
     assert separate == shared  # every field, floats included
+    assert np.array_equal(separate.labels, shared.labels)
 
 
 def test_the_neighbour_search_runs_once_for_all_graphs(monkeypatch) -> None:

@@ -14,6 +14,8 @@ turns people into outliers, too loose a one merges them), so the count peaks bet
 the two. Ties go to fewer outliers, then to the smaller eps and min_samples. ``k2 =
 max(2, round(k1 / 5))`` (the papers' ratio). Which graph (``k1``):
 
+- With the camera-aware Jaccard distance (``camera``): that one graph, whatever k1
+  (below, after the plain rules).
 - With camera ids (two cameras or more): every k1 of :data:`K1_CHOICES`, and the one
   whose count peak holds the most camera-balanced clusters (:func:`balanced_clusters`:
   seen by two cameras, the second holding at least half as many images as the first).
@@ -56,6 +58,34 @@ k1 15 floor cuts 16 images per camera into pieces (tests). Cost: one graph per k
 read the first columns of the same kNN lists, which are exactly what their own searches
 would give (on CUHK03-sized features the searches were most of the time).
 
+On the camera-aware Jaccard distance (``camera``, ``cluster.jaccard=camera_aware``): one
+graph, the CA-Jaccard distance with the camera widths (k1_intra, k1_inter, k2_intra,
+k2_inter; :func:`unreid.cluster.ca_jaccard_distance`), and eps and min_samples chosen on
+it by the same count peak, min_samples capped by the same similarity-gap estimate. The
+k1 choices do not apply to it: its neighbour sets are the camera widths, and the
+camera-balanced count that picks k1 among plain graphs has no graphs to pick from (the
+distance itself links the cameras). The k1 and k2 it reports are the camera-blind rule's
+above (no graph built), for the plain graphs a caller builds besides (SFE-CR's
+per-camera local clusters). Its radii, :data:`CA_EPS_CHOICES`, are :data:`EPS_CHOICES`
+and 0.75: on weak features its distances sit high. On Gaussian noise (600 x 64, 2 random
+cameras, the default widths) the nearest-neighbour distances are 0.61 / 0.71 / 0.74
+(10th / 50th / 90th percentile) and the count (min_samples 2) peaks at 0.7; on
+2,000 x 128 it peaks at 0.75; from 0.8 on both are one cluster. On CUHK03's training
+split from ImageNet EfficientNet-Lite0 features (``bench/auto_cluster.py``'s cache;
+default widths, min_samples 2) it is 365 clusters (88 % outliers) at eps 0.5, 759
+(46 %) at 0.7, 467 (29 %) at 0.75 and 9 (3 %) at 0.8: the peak lies inside the range,
+and the official code's 0.5-0.6 (Market-1501, MSMT17) leaves most samples out here. On
+clean planted clusters the true pairs lie at 0.03-0.2 and the peak at the low end, as on
+the plain graph. On such weak features the peak is no good partition (CUHK03: ARI 0.004
+at the peak, at most 0.056 at any eps, min_samples 2-4 and k2 2/4 or 3/3 of this graph,
+against the plain choice's 0.168 above); what the camera-aware choice fixes is that the
+eps belongs to the distance clustered with. Beyond 0.75 nothing is tried: the count only
+falls there.
+
+The chosen knobs come with the labels they give (:attr:`AutoChoice.labels`): exactly
+``jaccard_dbscan``'s at those knobs on the same graph, so the caller does not build the
+graph a second time.
+
 The choice is a pure function of the features (and camera ids): a run that re-chooses every epoch
 (the features change as the model trains) and a resumed run choose the same.
 """
@@ -63,18 +93,22 @@ The choice is a pure function of the features (and camera ids): a run that re-ch
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+from scipy import sparse
 
+from unreid.cluster.ca_jaccard import ca_jaccard_distance
 from unreid.cluster.dbscan import dbscan
+from unreid.cluster.density import CameraJaccard
 from unreid.cluster.jaccard import given_neighbours, jaccard_distance
 from unreid.cluster.knn import as_features, knn, resolve_search
 from unreid.cluster.knn import neighbours as search_neighbours
 from unreid.errors import ClusteringError
 
 __all__ = [
+    "CA_EPS_CHOICES",
     "EPS_CHOICES",
     "K1_CHOICES",
     "CLEAR_GAP",
@@ -91,6 +125,9 @@ __all__ = [
 
 K1_CHOICES = (5, 10, 15, 20, 30)
 EPS_CHOICES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+# On the camera-aware graph one more radius: its count peak on weak features lies at
+# 0.7-0.75, and from 0.8 on it links nearly everything (see the module docstring).
+CA_EPS_CHOICES = (*EPS_CHOICES, 0.75)
 MIN_SAMPLES_CHOICES = (2, 3, 4)
 # The smallest k-reciprocal graph whose cluster-count peak is not fragments of people
 # (see the module docstring).
@@ -227,17 +264,31 @@ def _first(lists: Lists | None, k: int) -> Lists | None:
     return None if bool((sims[:, k - 1] == sims[:, k]).any()) else lists
 
 
+def _plain_graph(
+    x: torch.Tensor, k1: int, cutoff: float, search: str, lists: Lists | None
+) -> sparse.csr_matrix:
+    """The plain Jaccard graph at ``k1`` (k2 from :func:`k2_for`) cut at ``cutoff``; its
+    neighbours: the first k1 of the shared kNN ``lists``, or its own ``search`` without
+    them."""
+    return jaccard_distance(x, k1, k2_for(k1), cutoff=cutoff, search=search,  # type: ignore[arg-type]
+                            neighbours=lists)
+
+
+def _camera_graph(x: torch.Tensor, camera: CameraJaccard, cutoff: float) -> sparse.csr_matrix:
+    """The camera-aware Jaccard graph of ``camera``'s ids and widths, cut at ``cutoff``."""
+    return ca_jaccard_distance(x, camera.camids, k1_intra=camera.k1_intra,
+                               k1_inter=camera.k1_inter, k2_intra=camera.k2_intra,
+                               k2_inter=camera.k2_inter, cutoff=cutoff)
+
+
 def _count_peak(
-    features: torch.Tensor, k1: int, radii: list[float], cores: list[int], search: str,
-    lists: Lists | None,
+    dist: sparse.csr_matrix, radii: list[float], cores: list[int]
 ) -> tuple[float, int, int, int, int, np.ndarray]:
-    """On the Jaccard graph at ``k1`` (k2 from :func:`k2_for`; its neighbours: the first k1
-    of the shared kNN ``lists``, or its own ``search`` without them), the (eps,
+    """On the Jaccard graph ``dist`` (cut at ``radii[-1]`` or farther), the (eps,
     min_samples) with the most clusters, then the fewest outliers, then the smaller eps
     and min_samples. Returns ``(eps, min_samples, clusters, outliers, tried, labels
-    (N,))``."""
-    dist = jaccard_distance(features, k1, k2_for(k1), cutoff=radii[-1],
-                            search=search, neighbours=lists)  # type: ignore[arg-type]
+    (N,))``: the labels are :func:`unreid.cluster.dbscan`'s at the chosen pair, which a
+    graph cut at that eps gives too (DBSCAN reads only the pairs within eps)."""
     best: tuple | None = None
     tried = 0
     with warnings.catch_warnings():  # "all samples are outliers" is an expected candidate
@@ -258,19 +309,33 @@ def _count_peak(
 
 @dataclass(frozen=True)
 class AutoChoice:
-    """The chosen knobs and why.
+    """The chosen knobs, why, and the labels they give.
 
     Attributes:
-        k1, k2, eps, min_samples: the Jaccard + DBSCAN settings to cluster with.
+        k1, k2: the plain Jaccard graph's neighbourhood sizes. With ``jaccard`` ``plain``
+            those of the chosen graph; with ``camera_aware`` the graph reads the camera
+            widths instead and these are the camera-blind rule's (from the similarity gap,
+            no graph built), for plain graphs a caller builds besides (SFE-CR's
+            per-camera local clusters).
+        eps, min_samples: the DBSCAN settings to cluster with.
         num_clusters, outlier_share: what they give on the features they were chosen on.
         images_per_cluster: clustered samples / clusters (an estimate of images per
             identity at the chosen granularity).
-        candidates: (eps, min_samples) settings tried on the one Jaccard graph.
+        candidates: (eps, min_samples) settings tried, over every graph built.
         images_per_id, gap_clarity: the similarity-gap estimate and how clear the gap is
             (:func:`similarity_gap`).
         reason: one line for the log, e.g. ``"~2 images per identity (similarity gap 1.8,
             vague), k1 5 of 5 graphs: most camera-balanced clusters (23); most clusters
             (152, 36 % outliers) of 45 candidates"``.
+        jaccard: the graph the knobs were chosen on: ``plain`` (k-reciprocal Jaccard at
+            k1, k2) or ``camera_aware`` (CA-Jaccard at ``camera_widths``).
+        camera_widths: ``[k1_intra, k1_inter, k2_intra, k2_inter]`` of the camera-aware
+            graph, ``None`` for the plain one.
+        labels: (N,) int64 DBSCAN labels at the chosen knobs on the chosen graph, numbered
+            as :func:`unreid.cluster.jaccard_dbscan` numbers them: exactly what
+            ``jaccard_dbscan(features, **choice.params(), camera=...)`` gives with the same
+            camera (or none) and search, so a caller need not build the graph again. Not
+            compared by ``==`` nor part of :meth:`as_dict`.
     """
 
     k1: int
@@ -284,62 +349,81 @@ class AutoChoice:
     images_per_id: int
     gap_clarity: float
     reason: str
+    jaccard: str
+    camera_widths: list[int] | None
+    labels: np.ndarray = field(compare=False, repr=False)
 
     def params(self) -> dict[str, float | int]:
         """``{"k1", "k2", "eps", "min_samples"}``: keyword arguments of
-        :func:`unreid.cluster.jaccard_dbscan`."""
+        :func:`unreid.cluster.jaccard_dbscan` (which ignores k1 and k2 given a camera)."""
         return {"k1": self.k1, "k2": self.k2, "eps": self.eps, "min_samples": self.min_samples}
 
-    def as_dict(self) -> dict[str, float | int | str]:
-        """Every field, JSON-able (for the epoch record)."""
-        return asdict(self)
+    def as_dict(self) -> dict[str, float | int | str | list[int] | None]:
+        """Every field but the labels, JSON-able (for the epoch record)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "labels"}
 
 
 def auto_cluster_params(
     features: np.ndarray | torch.Tensor,
     *,
     k1_choices: tuple[int, ...] = K1_CHOICES,
-    eps_choices: tuple[float, ...] = EPS_CHOICES,
+    eps_choices: tuple[float, ...] | None = None,
     min_samples_choices: tuple[int, ...] = MIN_SAMPLES_CHOICES,
     min_k1: int = MIN_K1,
     search: str = "auto",
     camids: np.ndarray | None = None,
+    camera: CameraJaccard | None = None,
 ) -> AutoChoice:
     """Choose k1, k2, eps and min_samples for :func:`unreid.cluster.jaccard_dbscan` on
     ``features``: one Jaccard graph, the (eps, min_samples) with the most clusters on it
-    (see the module docstring).
+    (see the module docstring), and the labels they give there.
 
     Args:
         features: (N, D) float features, N >= 2 (L2-normalised inside).
         k1_choices: neighbourhood sizes; the smallest that is at least the images per
             identity (and at least ``min_k1`` unless the similarity gap is clear) is used
             (the largest when none is), capped at N.
-        eps_choices: DBSCAN radii tried, each in (0, 1].
+        eps_choices: DBSCAN radii tried, each in (0, 1]; ``None``: :data:`EPS_CHOICES` on
+            the plain graph, :data:`CA_EPS_CHOICES` on the camera-aware one.
         min_samples_choices: DBSCAN core sizes tried, each >= 2 (those above the
             images-per-identity estimate are skipped).
         min_k1: the smallest k1 used when the similarity gap is vague (:data:`MIN_K1`;
             at most N / :data:`SMALL_SET_SHARE`).
         search: the Jaccard graph's neighbour search (``cluster.knn``: auto, exact, faiss;
-            see :func:`unreid.cluster.jaccard_distance`).
+            see :func:`unreid.cluster.jaccard_distance`); the camera-aware graph always
+            ranks exactly.
         camids: (N,) camera of each sample, or ``None`` when unknown. With two or more
-            cameras, k1 is the choice whose count peak holds the most camera-balanced
-            clusters (:func:`balanced_clusters`; one graph per k1 choice, ties to more
-            clusters, then the smaller k1), the rule above when no graph has one.
+            cameras (and no ``camera``), k1 is the choice whose count peak holds the most
+            camera-balanced clusters (:func:`balanced_clusters`; one graph per k1 choice,
+            ties to more clusters, then the smaller k1), the rule above when no graph has
+            one. With ``camera`` it must be ``None`` or ``camera.camids``.
+        camera: ``None`` for the plain Jaccard graph(s) above. Else the one graph is the
+            camera-aware Jaccard distance of ``camera``'s ids and widths
+            (:func:`unreid.cluster.ca_jaccard_distance`): the k1 choices do not apply to
+            it (no graph per k1, no camera-balanced count; the returned k1 and k2 are the
+            camera-blind rule's, for plain graphs a caller builds besides), and eps and
+            min_samples are chosen on it by the same count peak, from
+            :data:`CA_EPS_CHOICES` unless ``eps_choices`` is given.
 
-    One neighbour search serves everything: the similarity gap and every graph read the
-    first columns of the same kNN lists, exactly their own searches' answers (a graph
-    whose k1-th place is tied in some row, as duplicate samples make it, searches for
-    itself: see :func:`_first`). Not with the approximate search (``search="faiss"``,
-    or ``"auto"`` from :data:`unreid.cluster.knn.APPROX_FROM` samples on), whose answer
-    depends on the depth: then each graph searches for itself, and the gap exactly.
+    One neighbour search serves everything on the plain path: the similarity gap and every
+    graph read the first columns of the same kNN lists, exactly their own searches'
+    answers (a graph whose k1-th place is tied in some row, as duplicate samples make it,
+    searches for itself: see :func:`_first`). Not with the approximate search
+    (``search="faiss"``, or ``"auto"`` from :data:`unreid.cluster.knn.APPROX_FROM` samples
+    on), whose answer depends on the depth: then each graph searches for itself, and the
+    gap exactly. The camera-aware graph ranks per camera on its own; the gap then searches
+    for itself.
 
-    Returns an :class:`AutoChoice`. Raises :class:`ClusteringError` for fewer than 2
-    samples, bad features (see :func:`unreid.cluster.knn`), camera ids of another length,
-    or empty/out-of-range choices.
+    Returns an :class:`AutoChoice`, whose ``labels`` are ``jaccard_dbscan``'s at the
+    chosen knobs. Raises :class:`ClusteringError` for fewer than 2 samples, bad features
+    (see :func:`unreid.cluster.knn`), camera ids of another length (or other than
+    ``camera``'s), or empty/out-of-range choices.
     """
     n = int(features.shape[0])
     if n < 2:
         raise ClusteringError(f"auto_cluster_params: need at least 2 samples, got {n}")
+    if eps_choices is None:
+        eps_choices = EPS_CHOICES if camera is None else CA_EPS_CHOICES
     if not k1_choices or not eps_choices or not min_samples_choices:
         raise ClusteringError("auto_cluster_params: every choice list needs a value")
     if not all(0.0 < float(e) <= 1.0 for e in eps_choices):
@@ -347,14 +431,20 @@ def auto_cluster_params(
     if min(min_samples_choices) < 2 or min(k1_choices) < 1:
         raise ClusteringError("auto_cluster_params: min_samples choices must be >= 2, k1 >= 1")
     x, inv_norm = as_features(features, who="auto_cluster_params")
-    lists = _shared_neighbours(x, inv_norm, max(int(k) for k in k1_choices), search)
+    cams = None if camids is None else np.asarray(camids).reshape(-1)
+    if cams is not None and cams.shape[0] != n:
+        raise ClusteringError(f"auto_cluster_params: {cams.shape[0]} camera ids for {n} samples")
+    if camera is not None:
+        if cams is not None and not np.array_equal(cams, np.asarray(camera.camids).reshape(-1)):
+            raise ClusteringError("auto_cluster_params: camids differ from camera.camids; "
+                                  "pass the camera ids once (camera alone)")
+        cams = None  # no camera-balanced k1 choice: the camera-aware graph is the only one
+    lists = None if camera is not None else (
+        _shared_neighbours(x, inv_norm, max(int(k) for k in k1_choices), search))
     per_id, clarity = similarity_gap(x, neighbours=_first(lists, _gap_depth(n, GAP_NEIGHBOURS)))
     cores = sorted({int(m) for m in min_samples_choices if m <= max(2, per_id)}) \
         or [min(int(m) for m in min_samples_choices)]
     radii = sorted({float(e) for e in eps_choices})
-    cams = None if camids is None else np.asarray(camids).reshape(-1)
-    if cams is not None and cams.shape[0] != n:
-        raise ClusteringError(f"auto_cluster_params: {cams.shape[0]} camera ids for {n} samples")
     gap = "clear" if clarity >= CLEAR_GAP else "vague"
     # Without cameras: k1 at least the images of one person (a smaller k-reciprocal set
     # splits people into fragments that only differ in which of them they hold). When the
@@ -365,22 +455,33 @@ def auto_cluster_params(
     vague_floor = min(int(min_k1), n // SMALL_SET_SHARE)
     floor = per_id if clarity >= CLEAR_GAP else max(vague_floor, per_id)
     k1 = min(min((int(k) for k in k1_choices if k >= floor), default=max(k1_choices)), n)
-    several = cams is not None and len(np.unique(cams)) >= 2
-    # With several cameras: one count peak per k1, and the k1 whose peak holds the most
-    # camera-balanced clusters (see the module docstring); none on any graph: the above.
-    graphs = sorted({min(int(k), n) for k in k1_choices}) if several else [k1]
-    peaks = {k: _count_peak(x, k, radii, cores, search, _first(lists, k)) for k in graphs}
-    balanced = ({k: balanced_clusters(peaks[k][-1], cams) for k in graphs}
-                if cams is not None and several else {})
-    why = f"k1 {k1}"
-    if several and max(balanced.values()) > 0:
-        k1 = max(graphs, key=lambda k: (balanced[k], peaks[k][2], -k))
-        why = (f"k1 {k1} of {len(graphs)} graphs: most camera-balanced clusters "
-               f"({balanced[k1]})")
-    elif several:
-        why = f"k1 {k1} (no camera-balanced cluster on any graph)"
-    eps, ms, clusters, outliers, _, _ = peaks[k1]
-    tried = sum(peak[4] for peak in peaks.values())
+    if camera is not None:
+        widths = [int(camera.k1_intra), int(camera.k1_inter), int(camera.k2_intra),
+                  int(camera.k2_inter)]
+        eps, ms, clusters, outliers, tried, labels = _count_peak(
+            _camera_graph(x, camera, radii[-1]), radii, cores)
+        why = ("one camera-aware Jaccard graph (k1_intra {}, k1_inter {}, k2_intra {}, "
+               "k2_inter {}; the k1 choices do not apply to it, k1 {} is for plain graphs "
+               "only)").format(*widths, k1)
+    else:
+        widths = None
+        several = cams is not None and len(np.unique(cams)) >= 2
+        # With several cameras: one count peak per k1, and the k1 whose peak holds the most
+        # camera-balanced clusters (see the module docstring); none on any graph: the above.
+        graphs = sorted({min(int(k), n) for k in k1_choices}) if several else [k1]
+        peaks = {k: _count_peak(_plain_graph(x, k, radii[-1], search, _first(lists, k)),
+                                radii, cores) for k in graphs}
+        balanced = ({k: balanced_clusters(peaks[k][-1], cams) for k in graphs}
+                    if cams is not None and several else {})
+        why = f"k1 {k1}"
+        if several and max(balanced.values()) > 0:
+            k1 = max(graphs, key=lambda k: (balanced[k], peaks[k][2], -k))
+            why = (f"k1 {k1} of {len(graphs)} graphs: most camera-balanced clusters "
+                   f"({balanced[k1]})")
+        elif several:
+            why = f"k1 {k1} (no camera-balanced cluster on any graph)"
+        eps, ms, clusters, outliers, _, labels = peaks[k1]
+        tried = sum(peak[4] for peak in peaks.values())
     k2 = k2_for(k1)
     per_cluster = (n - outliers) / clusters if clusters else 0.0
     share = outliers / n
@@ -388,4 +489,6 @@ def auto_cluster_params(
               f"most clusters ({clusters}, {100 * share:.0f} % outliers) of {tried} candidates")
     return AutoChoice(k1=k1, k2=k2, eps=eps, min_samples=ms, num_clusters=clusters,
                       outlier_share=share, images_per_cluster=per_cluster, candidates=tried,
-                      images_per_id=per_id, gap_clarity=clarity, reason=reason)
+                      images_per_id=per_id, gap_clarity=clarity, reason=reason,
+                      jaccard="plain" if camera is None else "camera_aware",
+                      camera_widths=widths, labels=labels)
