@@ -212,13 +212,17 @@ def test_one_camera_or_none_is_the_camera_blind_rule() -> None:
 
 
 def test_methods_pass_their_camera_ids_to_the_choice() -> None:
-    from unreid.config import ClusterConfig
-    from unreid.methods.common import density_params
+    from unreid.config import Config
+    from unreid.methods.common import density_labels
 
     feats, _, cams = camera_planted(60, 2, camera=0.0)
-    params, info = density_params(ClusterConfig(auto=True), feats, cams)
+    cfg = Config()
+    cfg.cluster.auto = True
+    labels, params, info = density_labels(cfg, feats, cams, 1)
     assert params["k1"] == 20 and "camera-balanced" in info["auto"]["reason"]
-    assert density_params(ClusterConfig(auto=True), feats)[0]["k1"] == MIN_K1
+    assert np.array_equal(labels, auto_cluster_params(feats, camids=cams).labels)
+    # one camera (what camera_ids gives without camera labels): the camera-blind rule
+    assert density_labels(cfg, feats, np.zeros_like(cams), 1)[1]["k1"] == MIN_K1
 
 
 def _searches(monkeypatch) -> list[int]:

@@ -190,3 +190,34 @@ def test_health_hook_warns_about_pseudo_labels_but_not_ground_truth() -> None:
     assert records[False]["warnings"] and any("one sample" in w for w in records[False]["warnings"])
     assert any(line.startswith("warning: epoch 1:") for line in logged[False])
     assert "warnings" not in records[True] and logged[True] == []
+
+
+def test_health_hook_logs_the_auto_choice_on_either_graph() -> None:
+    """The cluster.auto line names the knobs of the graph the labels came from: k1 and k2
+    on the plain graph, the camera-aware one's widths (in the reason) on CA-Jaccard; with
+    either, the warnings say the knobs were chosen."""
+    from unreid.cluster import CameraJaccard, auto_cluster_params
+
+    cams = np.repeat([0, 1], 6)
+    x = torch.eye(8)[np.tile(np.repeat([0, 1, 2], 2), 2)] + 1.5 * torch.eye(8)[6 + cams]
+    plain = auto_cluster_params(x, camids=cams)
+    aware = auto_cluster_params(x, camera=CameraJaccard(cams, 1, 2, 1, 1))
+    lines: dict[str, list[str]] = {}
+    for name, choice in (("plain", plain), ("camera_aware", aware)):
+        lines[name] = []
+        outliers = np.array([0, 0] + [-1] * 10, dtype=np.int64)  # 83 % outliers
+        hook = HealthHook()
+        record: dict = {}
+        hook.trainer = SimpleNamespace(  # type: ignore[assignment]
+            labels=PseudoLabels(outliers, 1, info={"auto": choice.as_dict()}),
+            info=SimpleNamespace(is_main=True), epoch=0,
+            data=SimpleNamespace(camids=cams, dataset=SimpleNamespace(has_cameras=True)),
+            record=record, method=SimpleNamespace(supervised=False, labeller="density"),
+            log=lines[name].append)
+        hook.after_epoch()
+        assert "cluster.auto chose them: set cluster.auto=false" in record["warnings"][0]
+    assert lines["plain"][0] == (f"cluster.auto: k1 {plain.k1} k2 {plain.k2} eps "
+                                 f"{plain.eps:g} min_samples {plain.min_samples}: {plain.reason}")
+    assert lines["camera_aware"][0] == (f"cluster.auto: CA-Jaccard eps {aware.eps:g} "
+                                        f"min_samples {aware.min_samples}: {aware.reason}")
+    assert "k1_intra 1, k1_inter 2, k2_intra 1, k2_inter 1" in aware.reason

@@ -137,7 +137,7 @@ class ClusterConfig:
     # plain | camera_aware (CA-Jaccard: k-reciprocal sets inside and across cameras, with
     # camera.k1_intra, k1_inter, k2_intra, k2_inter instead of k1, k2); every Jaccard + DBSCAN
     # clustering reads it: cluster_contrast, sfe_cr's global one, cap, rsl/pul's class count
-    # (with cluster.auto, eps and min_samples are still chosen on the plain distances)
+    # (with cluster.auto, eps and min_samples are chosen on the camera-aware distance)
     jaccard: str = "plain"
     eps: float = 0.6
     min_samples: int = 4

@@ -136,7 +136,10 @@ class HealthHook(HookBase):
             t.record["warnings"] = lines
         auto = (labels.info or {}).get("auto")
         if isinstance(auto, dict):
-            t.log(f"cluster.auto: k1 {auto['k1']} k2 {auto['k2']} eps {auto['eps']:g} "
+            # the camera-aware graph reads the camera widths (in the reason), not k1 and k2
+            graph = ("CA-Jaccard" if auto.get("jaccard") == "camera_aware"
+                     else f"k1 {auto['k1']} k2 {auto['k2']}")
+            t.log(f"cluster.auto: {graph} eps {auto['eps']:g} "
                   f"min_samples {auto['min_samples']}: {auto['reason']}")
         for line in lines:
             t.log(f"warning: epoch {t.epoch + 1}: {line}")

@@ -4,12 +4,14 @@ optional online cross-camera association, CA-Jaccard and per-camera standardisat
 Each part is a switch, so the ablation can isolate it:
 
 - labels: Jaccard + DBSCAN as cluster-contrast (``cluster.k1``, ``k2``, ``eps``,
-  ``min_samples``); with ``cluster.jaccard=camera_aware`` the camera-aware Jaccard
-  distance (:func:`unreid.cluster.ca_jaccard_distance`, ``camera.k1_intra``,
-  ``k1_inter``, ``k2_intra``, ``k2_inter``; in the first epoch ``k2`` is 3/3 as in the
-  official CA-Jaccard code's warm-up); with ``camera.standardize=true`` the features
-  are standardised per camera (:func:`unreid.cluster.standardize_per_camera`) before
-  clustering (the proxies and the training still use the features as extracted).
+  ``min_samples``, or chosen from the features with ``cluster.auto``); with
+  ``cluster.jaccard=camera_aware`` the camera-aware Jaccard distance
+  (:func:`unreid.cluster.ca_jaccard_distance`, ``camera.k1_intra``, ``k1_inter``,
+  ``k2_intra``, ``k2_inter``; in the first epoch ``k2`` is 3/3 as in the official
+  CA-Jaccard code's warm-up), on which ``cluster.auto`` then chooses; with
+  ``camera.standardize=true`` the features are standardised per camera
+  (:func:`unreid.cluster.standardize_per_camera`) before clustering and before the
+  choice (the proxies and the training still use the features as extracted).
 - head: with ``camera.proxies=true`` (default) a :class:`ProxyMemory` of one proxy per
   (cluster, camera), rebuilt each epoch from the per-camera means; the loss is the
   intra-camera term plus, from epoch ``camera.inter_start_epoch`` (0-based),
@@ -38,7 +40,8 @@ O2CAP's top-3 (see :mod:`unreid.cluster.association`), and the benches start the
 inter-camera term after epoch 1 (``camera.inter_start_epoch=1``) because their
 budget is 4 epochs, where CAP's epoch 5 would never come.
 
-Logged in ``PseudoLabels.info``: ``num_proxies``, ``proxies_per_cluster``, and with
+Logged in ``PseudoLabels.info``: ``auto`` (with ``cluster.auto``: the chosen knobs and
+why), ``num_proxies``, ``proxies_per_cluster``, and with
 association ``association_links`` (links the gate makes on the epoch's features
 against the new proxies) and ``online_links`` (links made in the batches of the
 previous epoch). When the trainer knows the true identities it calls
@@ -59,7 +62,6 @@ import torch
 from unreid.cluster import (
     CrossCameraLinks,
     associate_proxies,
-    jaccard_dbscan,
     link_precision,
     standardize_per_camera,
 )
@@ -68,7 +70,7 @@ from unreid.data.sampler import ProxySampler
 from unreid.errors import ConfigError
 from unreid.losses import ProxyMemory, camera_proxies
 from unreid.methods.base import Gather, LabelInputs, PseudoLabels, identity_gather
-from unreid.methods.common import JACCARD_KINDS, camera_ids, camera_jaccard, require_clusters
+from unreid.methods.common import JACCARD_KINDS, camera_ids, density_labels, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 from unreid.models import ReIDModel
@@ -78,22 +80,25 @@ __all__ = ["CAP", "JACCARD_KINDS", "association_threshold", "camera_aware_labels
 
 def camera_aware_labels(
     features: torch.Tensor, camids: np.ndarray, cfg: Config, epoch: int
-) -> np.ndarray:
-    """Jaccard (plain or camera-aware) + DBSCAN labels: (N,) int64 dense, -1 = outlier.
+) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
+    """Jaccard (plain or camera-aware) + DBSCAN labels of the (optionally per-camera
+    standardised) features: :func:`unreid.methods.common.density_labels` of them.
 
     Args:
         features: (N, D) features of the training images.
         camids: (N,) int camera of each image (zeros without cameras).
-        cfg: reads ``cluster`` (k1, k2, eps, min_samples, knn, jaccard) and ``camera``
-            (standardize, and the CA-Jaccard widths:
+        cfg: reads ``cluster`` (auto, k1, k2, eps, min_samples, knn, jaccard) and
+            ``camera`` (standardize, and the CA-Jaccard widths:
             :func:`unreid.methods.common.camera_jaccard`).
         epoch: 0-based; epoch 0 uses the warm-up k2 of CA-Jaccard.
+
+    Returns ``(labels (N,) int64 dense with -1 = outlier, the knobs, info)`` as
+    ``density_labels``; with ``camera.standardize`` the ``cluster.auto`` choice is made
+    on the standardised features, the ones clustered.
     """
-    c = cfg.cluster
     if bool(cfg.camera.standardize):
         features = standardize_per_camera(features, camids)
-    return jaccard_dbscan(features, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples,
-                          knn=str(c.knn), camera=camera_jaccard(cfg, camids, epoch))
+    return density_labels(cfg, features, camids, epoch)
 
 
 def association_threshold(cam: CameraConfig, epoch: int) -> float | None:
@@ -146,12 +151,10 @@ class CAP(MemoryMethod):
     # ------------------------------------------------------------ labels
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
-        c = self.cfg.cluster
         camids = camera_ids(inputs)
         features = inputs.require_features()
-        labels = camera_aware_labels(features, camids, self.cfg, inputs.epoch)
-        num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=c.eps)
-        info: dict[str, Any] = {}
+        labels, params, info = camera_aware_labels(features, camids, self.cfg, inputs.epoch)
+        num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=params["eps"])
         diagnose: dict[str, Any] = {}
         if self.proxies_on:
             proxies = camera_proxies(features, labels, camids)

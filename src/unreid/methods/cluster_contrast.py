@@ -1,11 +1,10 @@
 """Cluster-contrast (Dai et al. 2021): Jaccard + DBSCAN pseudo-labels, InfoNCE cluster memory.
 
 Each epoch: k-reciprocal Jaccard distances of the features (k1=30, k2=6),
-DBSCAN (``cluster.eps``, ``cluster.min_samples`` = 4; with ``cluster.auto`` all four
-are chosen from the epoch's features, :func:`~unreid.methods.common.density_params`),
-outliers dropped from training (:func:`unreid.cluster.jaccard_dbscan`; with
-``cluster.jaccard=camera_aware`` the camera-aware Jaccard distance,
-:func:`unreid.methods.common.camera_jaccard`); the memory holds one L2-normalised
+DBSCAN (``cluster.eps``, ``cluster.min_samples`` = 4; with ``cluster.auto`` the knobs
+are chosen from the epoch's features), outliers dropped from training; with
+``cluster.jaccard=camera_aware`` the camera-aware Jaccard distance (and cluster.auto
+chooses on it): :func:`unreid.methods.common.density_labels`. The memory holds one L2-normalised
 centroid per cluster, re-initialised to the cluster means, and trains with InfoNCE at
 temperature 0.05 and a momentum-0.2 update per sample; batches are P clusters x K
 images (:class:`unreid.methods.heads.MemoryMethod`).
@@ -16,7 +15,7 @@ from __future__ import annotations
 # dense_labels is re-exported for supervised.py, which still imports it from here.
 from unreid.cluster import dense_labels, jaccard_dbscan  # noqa: F401
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.common import camera_ids, camera_jaccard, density_params, require_clusters
+from unreid.methods.common import camera_ids, density_labels, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
@@ -28,11 +27,7 @@ class ClusterContrast(MemoryMethod):
     """Labels from Jaccard + DBSCAN on the input images' features."""
 
     def make_labels(self, inputs: LabelInputs) -> PseudoLabels:
-        c = self.cfg.cluster
         feats = inputs.require_features()
-        camids = camera_ids(inputs)
-        params, info = density_params(c, feats, camids)
-        camera = camera_jaccard(self.cfg, camids, inputs.epoch)
-        labels = jaccard_dbscan(feats, **params, knn=c.knn, camera=camera)
+        labels, params, info = density_labels(self.cfg, feats, camera_ids(inputs), inputs.epoch)
         num = require_clusters(labels, inputs.epoch, knob="cluster.eps", value=params["eps"])
         return PseudoLabels(labels, num, info=info)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from unreid.cluster import class_centres, estimate_num_classes
+from unreid.cluster import class_centres, num_clusters
 from unreid.config import Config
 from unreid.data.sampler import RandomBatchSampler
 from unreid.losses import ClusterMemory, cross_entropy_smooth
@@ -31,7 +31,7 @@ from unreid.methods.base import (
     PseudoLabels,
     identity_gather,
 )
-from unreid.methods.common import camera_ids, camera_jaccard, density_params
+from unreid.methods.common import camera_ids, density_labels
 
 if TYPE_CHECKING:
     from unreid.models import ReIDModel
@@ -122,20 +122,19 @@ class ClassifierMethod(Method):
         """``(cluster.num_classes, False)``, or ``(estimate, True)`` when it is 0.
 
         The estimate is the number of Jaccard + DBSCAN clusters of the epoch's
-        features at ``cluster.k1``, ``k2``, ``eps``, ``min_samples`` (chosen from the
-        features with ``cluster.auto``; camera-aware with ``cluster.jaccard=camera_aware``),
-        at least 2 (a one-class classifier learns nothing;
-        :func:`unreid.cluster.estimate_num_classes`).
+        features (:func:`unreid.methods.common.density_labels`: at ``cluster.k1``,
+        ``k2``, ``eps``, ``min_samples``, k1 and k2 lowered to fit a small set, or chosen
+        from the features with ``cluster.auto``; camera-aware with
+        ``cluster.jaccard=camera_aware``), at least 2 (a one-class classifier learns
+        nothing), as :func:`unreid.cluster.estimate_num_classes` counts them. Only the
+        count is used: the classes themselves are k-means'.
         """
-        c = self.cfg.cluster
-        num = int(c.num_classes)
+        num = int(self.cfg.cluster.num_classes)
         if num > 0:
             return num, False
-        feats = inputs.require_features()
-        camids = camera_ids(inputs)
-        params, _ = density_params(c, feats, camids)
-        camera = camera_jaccard(self.cfg, camids, inputs.epoch)
-        return estimate_num_classes(feats, minimum=2, camera=camera, **params), True
+        labels, _, _ = density_labels(self.cfg, inputs.require_features(), camera_ids(inputs),
+                                      inputs.epoch, fit_k=True, warn=False)
+        return max(2, num_clusters(labels)), True
 
     def min_selected_count(self, num_samples: int) -> int:
         """``cluster.min_selected`` (a share) as the sample count the selection keeps at

@@ -3,7 +3,8 @@
 The RSL paper's baseline. Each round (one round = one epoch here):
 
 1. spherical k-means of all training features into K clusters
-   (``cluster.num_classes``; 0 = :func:`unreid.cluster.estimate_num_classes`);
+   (``cluster.num_classes``; 0 = the density clusters' count,
+   :meth:`unreid.methods.heads.ClassifierMethod.num_classes_for`);
 2. keep the samples whose cosine similarity to their cluster centre is greater
    than lambda (:func:`unreid.cluster.pul_select`);
 3. fine-tune a classifier (the model's FC, dropout ``model.dropout`` before it;

@@ -8,12 +8,14 @@ network; the engine extracts both because ``uses_masks`` is set):
    ``min_samples``, or chosen from the features with ``cluster.auto``) on
    ``method.global_features``: ``input`` (``F^x``, the
    paper), ``foreground`` (``F^g``) or ``fused`` (``normalize(F^x + F^g)``); with
-   ``cluster.jaccard=camera_aware`` the camera-aware Jaccard distance
-   (:func:`unreid.methods.common.camera_jaccard`), which can merge views that the
-   re-allocation below cannot;
-2. local clusters: Jaccard + DBSCAN *inside each camera*
+   ``cluster.jaccard=camera_aware`` the camera-aware Jaccard distance (on which
+   ``cluster.auto`` then chooses), which can merge views that the re-allocation below
+   cannot (:func:`unreid.methods.common.density_labels`);
+2. local clusters: plain Jaccard + DBSCAN *inside each camera*
    (:func:`unreid.cluster.camera_local_clusters`, ``cluster.local_eps``,
-   ``cluster.local_min_samples``) on ``F^g`` (``method.sfe=true``) or on ``F^x``
+   ``cluster.local_min_samples``, at step 1's k1 and k2: with ``cluster.auto`` on the
+   camera-aware distance, the camera-blind rule's, see
+   :class:`unreid.cluster.AutoChoice`) on ``F^g`` (``method.sfe=true``) or on ``F^x``
    (``sfe=false``, the ablation): within one camera background and light are
    shared, so the foreground decides;
 3. camera-aware re-allocation (``method.cr=true``):
@@ -60,14 +62,13 @@ import torch.nn.functional as F
 from unreid.cluster import (
     camera_local_clusters,
     dense_labels,
-    jaccard_dbscan,
     num_clusters,
     reallocate_camera_clusters,
 )
 from unreid.config import Config
 from unreid.errors import ConfigError, TrainingError
 from unreid.methods.base import LabelInputs, PseudoLabels
-from unreid.methods.common import camera_ids, camera_jaccard, density_params, require_clusters
+from unreid.methods.common import camera_ids, density_labels, require_clusters
 from unreid.methods.heads import MemoryMethod
 from unreid.methods.registry import register_method
 
@@ -127,9 +128,7 @@ class SFECR(MemoryMethod):
             self.global_features, inputs.require_features(), inputs.fg_features
         )
         camids = camera_ids(inputs)
-        params, info = density_params(c, feats, camids)
-        camera = camera_jaccard(self.cfg, camids, inputs.epoch)
-        global_labels = jaccard_dbscan(feats, **params, knn=c.knn, camera=camera)
+        global_labels, params, info = density_labels(self.cfg, feats, camids, inputs.epoch)
         info.update({
             "global_clusters": num_clusters(global_labels),
             "global_outliers": int((global_labels < 0).sum()),
