@@ -44,7 +44,8 @@ def test_camera_aware_choice_finds_the_people_whose_views_the_plain_graphs_split
     ca = auto_cluster_params(x, camera=CameraJaccard(CAMS, **NARROW))
     assert ca.labels.tolist() == first_index_numbering(PIDS)  # every person whole
     assert (ca.num_clusters, ca.outlier_share, ca.images_per_cluster) == (4, 0.0, 8.0)
-    assert (ca.jaccard, ca.camera_widths) == ("camera_aware", [3, 3, 1, 1])
+    assert (ca.jaccard, ca.camera_widths) == ("camera_aware", (3, 3, 1, 1))
+    assert ca.as_dict()["camera_widths"] == [3, 3, 1, 1] and hash(ca) == hash(ca)
     # every radius gives the people here: the smallest eps and min_samples win the tie
     assert (ca.eps, ca.min_samples) == (0.3, 2)
     assert ("one camera-aware Jaccard graph (k1_intra 3, k1_inter 3, k2_intra 1, "

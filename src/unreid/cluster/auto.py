@@ -79,8 +79,8 @@ clean planted clusters the true pairs lie at 0.03-0.2 and the peak at the low en
 the plain graph. On such weak features the peak is no good partition (CUHK03: ARI 0.004
 at the peak, at most 0.056 at any eps, min_samples 2-4 and k2 2/4 or 3/3 of this graph,
 against the plain choice's 0.168 above); what the camera-aware choice fixes is that the
-eps belongs to the distance clustered with. Beyond 0.75 nothing is tried: the count only
-falls there.
+eps belongs to the distance clustered with. Nothing beyond 0.75 is tried: on these sets
+the count only fell there.
 
 The chosen knobs come with the labels they give (:attr:`AutoChoice.labels`): exactly
 ``jaccard_dbscan``'s at those knobs on the same graph, so the caller does not build the
@@ -329,8 +329,8 @@ class AutoChoice:
             (152, 36 % outliers) of 45 candidates"``.
         jaccard: the graph the knobs were chosen on: ``plain`` (k-reciprocal Jaccard at
             k1, k2) or ``camera_aware`` (CA-Jaccard at ``camera_widths``).
-        camera_widths: ``[k1_intra, k1_inter, k2_intra, k2_inter]`` of the camera-aware
-            graph, ``None`` for the plain one.
+        camera_widths: ``(k1_intra, k1_inter, k2_intra, k2_inter)`` of the camera-aware
+            graph, ``None`` for the plain one (a list in :meth:`as_dict`).
         labels: (N,) int64 DBSCAN labels at the chosen knobs on the chosen graph, numbered
             as :func:`unreid.cluster.jaccard_dbscan` numbers them: exactly what
             ``jaccard_dbscan(features, **choice.params(), camera=...)`` gives with the same
@@ -350,7 +350,7 @@ class AutoChoice:
     gap_clarity: float
     reason: str
     jaccard: str
-    camera_widths: list[int] | None
+    camera_widths: tuple[int, int, int, int] | None
     labels: np.ndarray = field(compare=False, repr=False)
 
     def params(self) -> dict[str, float | int]:
@@ -360,7 +360,10 @@ class AutoChoice:
 
     def as_dict(self) -> dict[str, float | int | str | list[int] | None]:
         """Every field but the labels, JSON-able (for the epoch record)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "labels"}
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "labels"}
+        if self.camera_widths is not None:
+            record["camera_widths"] = list(self.camera_widths)
+        return record
 
 
 def auto_cluster_params(
@@ -456,8 +459,8 @@ def auto_cluster_params(
     floor = per_id if clarity >= CLEAR_GAP else max(vague_floor, per_id)
     k1 = min(min((int(k) for k in k1_choices if k >= floor), default=max(k1_choices)), n)
     if camera is not None:
-        widths = [int(camera.k1_intra), int(camera.k1_inter), int(camera.k2_intra),
-                  int(camera.k2_inter)]
+        widths = (int(camera.k1_intra), int(camera.k1_inter), int(camera.k2_intra),
+                  int(camera.k2_inter))
         eps, ms, clusters, outliers, tried, labels = _count_peak(
             _camera_graph(x, camera, radii[-1]), radii, cores)
         why = ("one camera-aware Jaccard graph (k1_intra {}, k1_inter {}, k2_intra {}, "

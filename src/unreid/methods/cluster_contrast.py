@@ -3,11 +3,11 @@
 Each epoch: k-reciprocal Jaccard distances of the features (k1=30, k2=6),
 DBSCAN (``cluster.eps``, ``cluster.min_samples`` = 4; with ``cluster.auto`` the knobs
 are chosen from the epoch's features), outliers dropped from training; with
-``cluster.jaccard=camera_aware`` the camera-aware Jaccard distance (and cluster.auto
-chooses on it): :func:`unreid.methods.common.density_labels`. The memory holds one L2-normalised
-centroid per cluster, re-initialised to the cluster means, and trains with InfoNCE at
-temperature 0.05 and a momentum-0.2 update per sample; batches are P clusters x K
-images (:class:`unreid.methods.heads.MemoryMethod`).
+``cluster.jaccard=camera_aware`` the camera-aware Jaccard distance, on which
+``cluster.auto`` then chooses (:func:`unreid.methods.common.density_labels`). The
+memory holds one L2-normalised centroid per cluster, re-initialised to the cluster
+means, and trains with InfoNCE at temperature 0.05 and a momentum-0.2 update per
+sample; batches are P clusters x K images (:class:`unreid.methods.heads.MemoryMethod`).
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def density_labels(
             (:func:`unreid.cluster.shrink_k`) instead of failing (the auto choice always
             fits): for a count that any set must give.
         warn: False silences the "all samples are outliers" warning of the configured
-            knobs (the auto choice never warns; it tried settings that leave everything out).
+            knobs (the auto choice never warns: leaving every sample out is one of the
+            outcomes it compares).
 
     Returns ``(labels (N,) int64 with -1 for outliers, the knobs {"k1", "k2", "eps",
     "min_samples"} (k1 and k2 unused by the camera-aware distance), info)``.

@@ -30,9 +30,9 @@ size); there are no identities to balance in a classification head.
 M: ``cluster.num_classes``; 0 estimates it every epoch as the number of
 Jaccard + DBSCAN clusters of the epoch's features (cluster-contrast's
 clustering, ``cluster.k1``, ``k2``, ``eps``, ``min_samples``), at least 2
-(:meth:`unreid.methods.heads.ClassifierMethod.num_classes_for`). That is the density estimate every
-clustering-based re-ID method trusts, it follows the features as they improve,
-and it is a pure function of the features, so a resumed run gets the same M.
+(:meth:`unreid.methods.heads.ClassifierMethod.num_classes_for`). That is the density
+estimate every clustering-based re-ID method trusts, it follows the features as they
+improve, and it is a pure function of the features, so a resumed run gets the same M.
 The paper fixes M near the true identity count (750 on Market-1501, 700 on
 DukeMTMC-reID; configs/rsl_*.yaml).
 
