@@ -109,6 +109,11 @@ CAMERA_ROWS = (
     Row("cap", "cap (camera proxies)", CAP),
     Row("cap_assoc", "cap + association", (*CAP, "camera.associate=true")),
     Row("cap_caj", "cap + CA-Jaccard", (*CAP, "cluster.jaccard=camera_aware")),
+    # eps and min_samples chosen on the CA-Jaccard distance every epoch (cluster.auto)
+    Row("cap_caj_auto", "cap + CA-Jaccard, eps chosen on its distance",
+        (*CAP, "cluster.jaccard=camera_aware", "cluster.auto=true")),
+    # camera-specific BN statistics for the features that are clustered
+    Row("cap_cbn", "cap + camera BN (labels)", (*CAP, "camera.bn=true")),
     Row("cap_all", "cap + association + CA-Jaccard + standardisation",
         (*CAP, "camera.associate=true", "cluster.jaccard=camera_aware",
          "camera.standardize=true")),
