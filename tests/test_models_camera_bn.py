@@ -79,6 +79,16 @@ def test_statistics_of_several_sets_and_batches_average_the_batches() -> None:
     torch.testing.assert_close(small[0][0][0], joint[0][0][0], atol=1e-6, rtol=0)
 
 
+def test_a_camera_with_one_image_keeps_the_models_statistics() -> None:
+    images, cams = camera_images()
+    cams = cams.copy()
+    cams[0] = 7
+    model = trained_input_bn()
+    stats = camera_bn_statistics(model, [(images, cams)], batch_size=64, progress=False)
+    ((mean, var),) = stats[7]
+    assert torch.equal(mean, model.bn.running_mean) and torch.equal(var, model.bn.running_var)
+
+
 def test_the_model_is_left_as_it_was() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="tiny_cnn"))

@@ -97,7 +97,8 @@ def camera_bn_statistics(
         progress: tqdm bar (shown only when stderr is a terminal).
 
     Returns:
-        ``{camera id: statistics}`` for every camera id present; each camera's
+        ``{camera id: statistics}`` for every camera id present (a camera with a single
+        image keeps the model's own statistics: one image has no variance); each camera's
         statistics are a pure function of its images (every rank of a sharded run
         computes the same ones).
     """
@@ -130,6 +131,7 @@ def camera_bn_statistics(
             for cam in cameras:
                 for m in layers:
                     m.reset_running_stats()
+                batches = 0
                 for images, camids in image_sets:
                     rows = np.flatnonzero(np.asarray(camids) == cam)
                     rows = rows[np.random.default_rng(_ORDER_SEED).permutation(len(rows))]
@@ -141,7 +143,13 @@ def camera_bn_statistics(
                         if channels_last:
                             x = x.contiguous(memory_format=torch.channels_last)
                         model(x)
+                        batches += 1
                         bar.update(len(sel))
+                if batches == 0:  # one image only: no statistics of its own, the model's
+                    # (every layer here tracks running statistics: none is None)
+                    out[cam] = [(mean, var) for mean, var, *_ in saved
+                                if mean is not None and var is not None]
+                    continue
                 out[cam] = [(m.running_mean.detach().clone(),  # type: ignore[union-attr]
                              m.running_var.detach().clone())  # type: ignore[union-attr]
                             for m in layers]
