@@ -44,6 +44,7 @@ __all__ = ["EpochLabels", "LabelStage", "check_finite"]
 
 SAMPLER_STREAM = 1  # derive_seed tag of the samplers' seeds
 
+
 class ExtractSets(Protocol):
     """(images, mask sets: None for the plain images) -> one (N, D) CPU feature set each;
     with ``camids`` and ``camera_stats``, camera-specific BN statistics
