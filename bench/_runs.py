@@ -443,6 +443,8 @@ def test_camera_values(run_dir: Path, cfg: Any, *, trained: bool) -> dict[str, f
     ds = _load_dataset(str(roots if isinstance(roots, str) else roots[0]))
     if len(ds.query) == 0 or len(ds.gallery) == 0:
         return {}
+    # An untrained row builds its model here; any layer its weights do not cover (the
+    # start of model.pretrained=none, say) is then initialised the same in every sitting.
     torch.manual_seed(0)
     if trained:
         model, cfg = load_model_from_checkpoint(run_dir / CHECKPOINT)
