@@ -114,6 +114,9 @@ CAMERA_ROWS = (
         (*CAP, "cluster.jaccard=camera_aware", "cluster.auto=true")),
     # camera-specific BN statistics for the features that are clustered
     Row("cap_cbn", "cap + camera BN (labels)", (*CAP, "camera.bn=true")),
+    # camera-based BN in training too: each camera's rows of a batch normalised on their own
+    Row("cap_cbn_train", "cap + camera BN (training and labels)",
+        (*CAP, "camera.bn=true", "camera.bn_train=true")),
     Row("cap_all", "cap + association + CA-Jaccard + standardisation",
         (*CAP, "camera.associate=true", "cluster.jaccard=camera_aware",
          "camera.standardize=true")),

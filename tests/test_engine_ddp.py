@@ -46,9 +46,10 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, queue) -> Non
             weights.append(flat(self.trainer.model))
 
     # camera.bn: the per-camera BN statistics pass runs on every rank (each reads all the
-    # images) before the sharded extraction
+    # images) before the sharded extraction; camera.bn_train: the BN layers split each
+    # rank's batch by camera inside DDP's one forward
     cfg = tiny_cfg(Path(data), Path(out), "optim.num_identities=2", "eval.eval_every=0",
-                   "camera.bn=true")
+                   "camera.bn=true", "camera.bn_train=true")
     result = train(cfg, hooks=[GrabLabels()])
     first, last = (w.numpy() for w in weights)  # by value: the worker exits before the read
     queue.put((rank, seen, [r.get("loss") for r in result.records[1:]], first, last))

@@ -1,11 +1,13 @@
 """Camera-specific BN statistics: what is estimated, that the model is left as it was, that
 extraction by camera uses each camera's own statistics, and the option end to end (training
-labels, evaluation, `unreid eval --camera-bn`)."""
+labels, evaluation, `unreid eval --camera-bn`); camera-based BN in training (a batch's
+camera slices, each normalised with its own statistics)."""
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,8 +19,15 @@ from unreid.apps.inference import evaluate_checkpoint
 from unreid.config import ModelConfig
 from unreid.data import load_dataset
 from unreid.engine import train
+from unreid.engine.hooks import HookBase
 from unreid.models import build_model, extract_feature_sets, extract_features
-from unreid.models.camera_bn import bn_layers, bn_statistics_loaded, camera_bn_statistics
+from unreid.models.camera_bn import (
+    batch_norm_split,
+    bn_layers,
+    bn_statistics_loaded,
+    camera_batch_slices,
+    camera_bn_statistics,
+)
 
 H, W = 8, 4
 
@@ -175,3 +184,106 @@ def test_camera_bn_runs_end_to_end_and_eval_reproduces_it(tiny_world: Path,
     assert again.mAP == pytest.approx(last["mAP"], abs=1e-9)
     shared = evaluate_checkpoint(ckpt, ds, camera_bn=False)
     assert shared.mAP != pytest.approx(last["mAP"], abs=1e-6)
+
+
+@pytest.mark.parametrize(("camids", "order", "sizes"), [
+    ([3, 0, 3, 0, 0], [1, 3, 4, 0, 2], [3, 2]),
+    # cameras 1 and 5 have one row each: they join the slice before them
+    ([5, 0, 0, 7, 7, 1], [1, 2, 5, 0, 3, 4], [4, 2]),
+    # the first camera has one row: it joins the slice after it
+    ([9, 4, 9, 9], [1, 0, 2, 3], [4]),
+    ([2], [0], [1]),
+])
+def test_camera_batch_slices(camids: list[int], order: list[int], sizes: list[int]) -> None:
+    got_order, got_sizes = camera_batch_slices(np.array(camids))
+    assert got_order.tolist() == order and got_sizes == sizes
+    assert camera_batch_slices(np.array(camids), min_rows=1)[1] == \
+        np.unique(camids, return_counts=True)[1].tolist()
+
+
+class BNReLU(nn.BatchNorm2d):
+    """A BN subclass that adds an activation in its forward (as timm's BatchNormAct2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(super().forward(x) - 0.5)
+
+
+def split_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 1), BNReLU(4), nn.Flatten(), nn.Linear(4 * H * W, 5),
+                         nn.BatchNorm1d(5))
+
+
+def test_batch_norm_split_normalises_each_slice_on_its_own() -> None:
+    x = torch.rand(7, 3, H, W)
+    sizes = [3, 4]
+    split, separate = split_model().train(), split_model().train()
+    with batch_norm_split(split, sizes):
+        out = split(x)
+    want = torch.cat([separate(x[:3]), separate(x[3:])])
+    torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
+    # the same gradients as the two slices' separate forwards, and the same running
+    # statistics (each slice updates them in turn)
+    out.square().sum().backward()
+    want.square().sum().backward()
+    for a, b in zip(split.parameters(), separate.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5)
+    for a, b in zip(bn_layers(split), bn_layers(separate), strict=True):
+        torch.testing.assert_close(a.running_mean, b.running_mean)
+        torch.testing.assert_close(a.running_var, b.running_var)
+    # after the block the layers are as before: one batch statistic over all rows
+    plain = split_model().train()
+    torch.testing.assert_close(split_model().train()(x), plain(x))
+    assert all("forward" not in vars(m) for m in split.modules())
+    # in eval mode the split changes nothing
+    split.eval()
+    with batch_norm_split(split, sizes):
+        torch.testing.assert_close(split(x), split.eval()(x))
+
+
+def test_batch_norm_split_removes_a_camera_wise_shift() -> None:
+    images, cams = camera_images()
+    order, sizes = camera_batch_slices(cams)
+    x = torch.from_numpy(images[order]).float() / 255.0
+    model = InputBN().train()
+    with batch_norm_split(model, sizes):
+        out = model(x)
+    # camera 3's images are camera 0's shifted: after the split they are the same features
+    torch.testing.assert_close(out[12:], out[:12], atol=1e-4, rtol=0)
+    assert (model.train()(x)[12:] - model(x)[:12]).abs().max() > 0.5
+
+
+def test_batch_norm_split_refuses_a_batch_of_another_size() -> None:
+    model = split_model().train()
+    with pytest.raises(ValueError, match="a batch of 6 rows, the slices"), \
+            batch_norm_split(model, [3, 4]):
+        model(torch.rand(6, 3, H, W))
+    with pytest.raises(ValueError, match="at least one row"), batch_norm_split(model, [0, 4]):
+        pass
+
+
+@pytest.mark.slow
+def test_camera_bn_training_runs_end_to_end(tiny_world: Path, tmp_path: Path) -> None:
+    # every training batch reaches the model sorted by camera, and the option changes what
+    # is learnt
+    seen: list[np.ndarray] = []
+    cams = np.asarray(load_dataset(tiny_world).train.camids)
+
+    class BatchCameras(HookBase):
+        def before_train(self) -> None:
+            original = self.trainer._augmented_batch
+
+            def record(images: np.ndarray, index: np.ndarray, stream: int) -> Any:
+                seen.append(cams[index])
+                return original(images, index, stream)
+
+            self.trainer._augmented_batch = record
+
+    overrides = ("method.name=cap", "optim.epochs=1", "optim.iters=3", "camera.bn=true")
+    result = train(tiny_cfg(tiny_world, tmp_path / "cbn", *overrides, "camera.bn_train=true"),
+                   hooks=[BatchCameras()])
+    assert len(seen) == 3 and all(np.all(np.diff(c) >= 0) for c in seen)
+    assert all(len(np.unique(c)) > 1 for c in seen)
+    plain = train(tiny_cfg(tiny_world, tmp_path / "plain", *overrides))
+    assert np.isfinite(result.records[-1]["loss"])
+    assert result.records[-1]["loss"] != pytest.approx(plain.records[-1]["loss"], abs=1e-6)

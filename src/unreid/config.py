@@ -219,6 +219,11 @@ class CameraConfig:
     # and gallery at evaluation (each camera's query and gallery images together)
     bn: bool = False
     bn_test: bool = False
+    # camera-based BN in training: each camera's rows of a training batch are normalised
+    # with their own batch statistics (the batch is sorted by camera; a camera with one row
+    # joins a neighbour). Pairs with bn / bn_test, which give extraction the same per-camera
+    # normalisation.
+    bn_train: bool = False
 
 
 @dataclass

@@ -51,7 +51,12 @@ from unreid.methods import PseudoLabels, build_method, model_feature
 from unreid.methods.base import BatchSampler
 from unreid.models import build_model as build_reid_model
 from unreid.models import extract_feature_sets
-from unreid.models.camera_bn import BNStatistics, camera_bn_statistics
+from unreid.models.camera_bn import (
+    BNStatistics,
+    batch_norm_split,
+    camera_batch_slices,
+    camera_bn_statistics,
+)
 from unreid.models.precision import Precision, autocast, extraction_precision, resolve_precision
 
 __all__ = [
@@ -308,10 +313,16 @@ class Trainer(TrainerBase):
 
     # ------------------------------------------------------------ step
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next target batch (:meth:`_augmented_batch` of the epoch's sampler)."""
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, list[int] | None]:
+        """The next target batch (:meth:`_augmented_batch` of the epoch's sampler) and, with
+        ``camera.bn_train``, its camera slices (the batch is then sorted by camera)."""
         assert self.current is not None
-        return self._augmented_batch(self.data.images, self.current.sampler.next_batch(), _STEP)
+        index = np.asarray(self.current.sampler.next_batch(), dtype=np.int64)
+        slices = None
+        if bool(self.cfg.camera.bn_train):
+            order, slices = camera_batch_slices(self.data.camids[index])
+            index = index[order]
+        return (*self._augmented_batch(self.data.images, index, _STEP), slices)
 
     def _augmented_batch(self, images: np.ndarray, index: np.ndarray,
                          stream: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -332,7 +343,7 @@ class Trainer(TrainerBase):
     def run_step(self) -> float:
         """One optimisation step; returns the (rank-averaged) loss."""
         assert self.stats is not None
-        x, index = self._batch()
+        x, index, camera_slices = self._batch()
         source = None
         if self.replay is not None:
             source = self._augmented_batch(self.replay.images, self.replay.next_index(),
@@ -341,7 +352,8 @@ class Trainer(TrainerBase):
         torch.manual_seed(derive_seed(self.cfg.run.seed, _STEP + 1, self.epoch, self.step,
                                       self.info.rank))
         with autocast(self.device, self.train_precision):
-            out = self.net(x)
+            with batch_norm_split(self.model, camera_slices):
+                out = self.net(x)
             terms = self.method.loss(out, index, ddp.all_gather_cat)
             if source is not None:
                 assert self.replay is not None

@@ -10,6 +10,11 @@ and :func:`bn_statistics_loaded` puts one camera's statistics into the model for
 extraction of that camera's images (:func:`unreid.models.extract_feature_sets` with
 ``groups``). The model's own statistics are restored afterwards, so training is untouched.
 
+The training half: :func:`camera_batch_slices` sorts a training batch by camera, and within
+:func:`batch_norm_split` every BN layer normalises each camera's rows with that camera's own
+batch statistics, so the loss compares images each normalised as its camera is (one forward
+pass: DistributedDataParallel sees an ordinary step).
+
 How the statistics are estimated: BN layers in training mode (everything else in eval mode:
 no dropout), a cumulative average over batches (``momentum=None``) of the batch statistics,
 the camera's images in a fixed shuffled order (rows of one person are often consecutive on
@@ -18,7 +23,7 @@ disk, and batches of one person would average too small a variance).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -30,8 +35,10 @@ from unreid.progress import progress_bar
 
 __all__ = [
     "BNStatistics",
+    "batch_norm_split",
     "bn_layers",
     "bn_statistics_loaded",
+    "camera_batch_slices",
     "camera_bn_statistics",
     "model_device",
     "statistics_for",
@@ -70,6 +77,77 @@ def bn_statistics_loaded(model: nn.Module, stats: BNStatistics) -> Iterator[None
         yield
     finally:
         _restore(layers, saved)
+
+
+def camera_batch_slices(camids: np.ndarray, min_rows: int = 2) -> tuple[np.ndarray, list[int]]:
+    """The order that sorts a batch by camera and the sizes of its consecutive camera slices.
+
+    Args:
+        camids: (B,) camera id of each row of a batch.
+        min_rows: the fewest rows a slice may have; a camera with fewer rows joins the
+            slice before it (the first camera's, the one after it), because a batch
+            statistic of one row has no variance (a BatchNorm1d layer refuses it).
+
+    Returns:
+        ``(order, sizes)``: a stable argsort of ``camids`` (rows of a camera keep their
+        order) and the slice sizes, which sum to B (one slice when the batch has fewer than
+        ``min_rows`` rows in all).
+    """
+    camids = np.asarray(camids).reshape(-1)
+    if min_rows < 1:
+        raise ValueError(f"camera_batch_slices: min_rows must be >= 1, got {min_rows}")
+    order = np.argsort(camids, kind="stable")
+    _, counts = np.unique(camids[order], return_counts=True)
+    sizes: list[int] = []
+    for count in counts.tolist():
+        if sizes and (count < min_rows or sizes[-1] < min_rows):
+            sizes[-1] += count
+        else:
+            sizes.append(count)
+    return order, sizes
+
+
+@contextmanager
+def batch_norm_split(model: nn.Module, sizes: Sequence[int] | None) -> Iterator[None]:
+    """Within the block, every BatchNorm layer of ``model`` in training mode normalises
+    consecutive slices of ``sizes`` rows of its input separately, each with the slice's own
+    batch statistics (each slice also updates the running statistics, one after another).
+
+    Layers in eval mode, and every layer when ``sizes`` is None or a single slice, behave as
+    before. The layer's own ``forward`` runs on each slice, so a BN subclass that adds an
+    activation (timm's ``BatchNormAct2d``) keeps it. A batch whose row count is not
+    ``sum(sizes)`` is a ValueError.
+    """
+    if sizes is None or len(sizes) <= 1:
+        yield
+        return
+    sizes = [int(s) for s in sizes]
+    if min(sizes) < 1:
+        raise ValueError(f"batch_norm_split: every slice needs at least one row, got {sizes}")
+    rows = sum(sizes)
+    net = getattr(model, "module", model)
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def split_forward(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        own = type(layer).forward.__get__(layer)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if not layer.training:
+                return own(x)
+            if x.shape[0] != rows:
+                raise ValueError(f"batch_norm_split: a batch of {x.shape[0]} rows, the "
+                                 f"slices {sizes} sum to {rows}")
+            return torch.cat([own(part) for part in torch.split(x, sizes)])
+
+        return forward
+
+    for m in layers:
+        m.forward = split_forward(m)  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward
 
 
 def camera_bn_statistics(
