@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unreid.models.batches import model_device, read_rows
 from unreid.models.precision import Precision, autocast
 from unreid.progress import progress_bar
 
@@ -40,7 +41,6 @@ __all__ = [
     "bn_statistics_loaded",
     "camera_batch_slices",
     "camera_bn_statistics",
-    "model_device",
     "statistics_for",
 ]
 
@@ -217,7 +217,7 @@ def camera_bn_statistics(
                         sel = np.sort(rows[start:start + batch_size])
                         if len(sel) < 2:  # a trailing single image: no variance to add
                             continue
-                        x = torch.from_numpy(np.array(images[sel])).to(dev).float().div_(255.0)
+                        x = read_rows(images, sel, dev).div_(255.0)
                         if channels_last:
                             x = x.contiguous(memory_format=torch.channels_last)
                         model(x)
@@ -258,12 +258,6 @@ def _restore(layers: Sequence[nn.modules.batchnorm._BatchNorm], saved: Sequence[
                     own.copy_(value)
             m.momentum = momentum
             m.train(training)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where ``model``'s parameters are (CPU for a model without any)."""
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def statistics_for(stats: Mapping[int, BNStatistics], cam: int) -> BNStatistics:

@@ -14,12 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unreid.models.camera_bn import (
-    BNStatistics,
-    bn_statistics_loaded,
-    model_device,
-    statistics_for,
-)
+from unreid.models.batches import model_device, read_rows
+from unreid.models.camera_bn import BNStatistics, bn_statistics_loaded, statistics_for
 from unreid.models.precision import Precision, autocast
 from unreid.progress import progress_bar
 
@@ -170,11 +166,11 @@ def _extract_sets(
         with torch.inference_mode(), autocast(dev, precision):
             for start in range(0, len(rows), batch_size):
                 sel = rows[start:start + batch_size]
-                images_batch = _batch(images, sel, dev).div_(255.0)
+                images_batch = read_rows(images, sel, dev).div_(255.0)
                 for k, (masks, scale) in enumerate(zip(mask_sets, mask_scales, strict=True)):
                     x = images_batch
                     if masks is not None:
-                        m = _batch(masks, sel, dev)
+                        m = read_rows(masks, sel, dev)
                         x = x * (m.div_(scale) if scale != 1.0 else m)
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
@@ -200,18 +196,3 @@ def _empty(n: int, d: int) -> torch.Tensor:
     # tensors forbid. Writing into it inside inference mode is allowed.
     with torch.inference_mode(False):
         return torch.empty(n, d, dtype=torch.float32)
-
-
-def _batch(array: np.ndarray, rows: np.ndarray, dev: torch.device) -> torch.Tensor:
-    """Rows of a (possibly memory-mapped, read-only) array as a float32 tensor on ``dev``."""
-    a, b = int(rows[0]), int(rows[-1]) + 1
-    contiguous = b - a == len(rows) and bool(np.all(np.diff(rows) == 1))
-    # A slice of a memmap reads only those rows; np.array copies them into
-    # writable memory (torch refuses read-only buffers without a warning).
-    chunk = np.array(array[a:b] if contiguous else array[rows])
-    t = torch.from_numpy(chunk)
-    if dev.type == "cuda":
-        t = t.pin_memory().to(dev, non_blocking=True)
-    return t.float()
-
-
