@@ -231,14 +231,14 @@ def test_batch_norm_split_normalises_each_slice_on_its_own() -> None:
     for a, b in zip(bn_layers(split), bn_layers(separate), strict=True):
         torch.testing.assert_close(a.running_mean, b.running_mean)
         torch.testing.assert_close(a.running_var, b.running_var)
-    # after the block the layers are as before: one batch statistic over all rows
-    plain = split_model().train()
-    torch.testing.assert_close(split_model().train()(x), plain(x))
+    # after the block the layers are as before: one batch statistic over all rows (the
+    # parameters did not move, so a fresh model gives the same training-mode output)
+    torch.testing.assert_close(split(x), split_model().train()(x))
     assert all("forward" not in vars(m) for m in split.modules())
     # in eval mode the split changes nothing
-    split.eval()
+    want_eval = split.eval()(x)
     with batch_norm_split(split, sizes):
-        torch.testing.assert_close(split(x), split.eval()(x))
+        torch.testing.assert_close(split(x), want_eval)
 
 
 def test_batch_norm_split_removes_a_camera_wise_shift() -> None:

@@ -44,6 +44,7 @@ from unreid.engine.loop import derive_seed
 from unreid.engine.train_data import load_train_data
 from unreid.errors import TrainingError
 from unreid.losses import ClusterMemory
+from unreid.models.camera_bn import bn_layers
 
 __all__ = ["SOURCE_AUGMENT_STREAM", "SOURCE_STREAM", "SourceReplay", "running_stats_kept"]
 
@@ -60,8 +61,7 @@ def running_stats_kept(model: nn.Module) -> Iterator[None]:
     """Within the block, the BatchNorm layers of ``model`` in training mode normalise with
     their batch's statistics as usual but leave ``running_mean`` / ``running_var`` exactly
     as they were (momentum 0: ``1 * running + 0 * batch``)."""
-    layers = [m for m in model.modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    layers = bn_layers(model)
     saved = [m.momentum for m in layers]
     for m in layers:
         m.momentum = 0.0
