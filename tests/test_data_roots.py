@@ -10,7 +10,7 @@ import pytest
 
 from unreid.config import load_config
 from unreid.data.dataset import load_dataset, merge_datasets
-from unreid.data.roots import data_roots, load_run_dataset, resolve_data_roots
+from unreid.data.roots import data_roots, load_run_dataset, missing_folders, resolve_data_roots
 from unreid.data.synth import SynthConfig, generate_world
 from unreid.errors import ConfigError, DataError
 
@@ -97,6 +97,20 @@ def test_a_missing_root_of_several_is_one_line_naming_it(tmp_path: Path) -> None
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"data.root[1]={tmp_path / 'gone'} is not a folder")
+
+
+def test_missing_folders_names_each_missing_entry_and_never_a_synthetic_world(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path)
+    fix = "give a folder"
+    assert missing_folders(str(tmp_path / "a"), "k", fix) == []
+    assert missing_folders("synth:quick", "k", fix) == []  # generated, never looked for
+    assert missing_folders(str(tmp_path / "b"), "k", fix) == \
+        [f"k={tmp_path / 'b'} is not a folder: give a folder"]
+    assert missing_folders(["synth:default", "a", "b", "c"], "k", fix) == [
+        f"k[{i}]={name} is not a folder (from {tmp_path}: {tmp_path / name}): give a folder"
+        for i, name in ((2, "b"), (3, "c"))]
 
 
 def test_two_synthetic_worlds_train_as_one_table(tmp_path: Path) -> None:

@@ -152,13 +152,6 @@ def test_replay_is_off_by_default_and_a_config_without_it_validates() -> None:
     validate_config(cfg)  # no source folder is looked for
 
 
-def test_config_and_roots_agree_on_the_synthetic_prefix() -> None:
-    from unreid.config import _SYNTH_PREFIX
-    from unreid.data.roots import SYNTH_PREFIX
-
-    assert _SYNTH_PREFIX == SYNTH_PREFIX
-
-
 def test_the_replay_fragment_turns_replay_on_and_changes_nothing_else() -> None:
     from unreid.config import to_container
 

@@ -70,8 +70,6 @@ BASE_KEY = "_base_"  # in a YAML file: the file(s) it inherits from
 # the cluster knobs cluster.auto chooses; a config setting any of them keeps auto off
 AUTO_KNOBS = ("k1", "k2", "eps", "min_samples")
 RECIPES = Path(__file__).with_name("recipes")  # package data: recipes such as the demo's
-# unreid.data.roots.SYNTH_PREFIX (not imported: that pulls in torch; a test keeps them equal)
-_SYNTH_PREFIX = "synth:"
 
 
 @dataclass
@@ -578,22 +576,16 @@ def validate_config(cfg: Config, *, allow_missing: bool = False) -> Config:
 
 
 def _absent_source_roots(root: Any) -> list[str]:
-    """One problem line per entry of ``source.root`` that is not a folder (``synth:`` worlds
-    are generated on demand; a malformed value is the rule's problem, not this one's)."""
+    """One problem line per entry of ``source.root`` that is not a folder (a malformed value
+    is the rule's problem, not this one's)."""
     if root is None or not RULES["source.root"].check(root):
         return []
-    entries = [root] if isinstance(root, str) else [str(r) for r in root]
-    problems = []
-    for i, entry in enumerate(entries):
-        path = Path(entry)
-        if entry.startswith(_SYNTH_PREFIX) or path.is_dir():
-            continue
-        key = "source.root" if isinstance(root, str) else f"source.root[{i}]"
-        where = "" if path.is_absolute() else f" (from {Path.cwd()}: {path.absolute()})"
-        problems.append(
-            f"{key}={entry} is not a folder{where}: give the labelled source dataset's folder, "
-            "or leave source.root unset to train on the target alone")
-    return problems
+    from unreid.data.roots import missing_folders  # the data package only when a run starts
+
+    return missing_folders(
+        root if isinstance(root, str) else [str(r) for r in root], "source.root",
+        "give the labelled source dataset's folder, or leave source.root unset to train on "
+        "the target alone")
 
 
 def to_container(cfg: Config) -> dict[str, Any]:

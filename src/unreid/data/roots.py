@@ -29,6 +29,7 @@ __all__ = [
     "SYNTH_PREFIX",
     "data_roots",
     "load_run_dataset",
+    "missing_folders",
     "resolve_data_root",
     "resolve_data_roots",
     "split_images",
@@ -69,13 +70,25 @@ def resolve_data_roots(root: str | Sequence[str], key: str = "data.root") -> lis
     entries = data_roots(root)
     if not entries:
         raise ConfigError(f"{key}=[] names no dataset: give a folder or a list of folders")
-    folders = [resolve_data_root(r) for r in entries]
-    if len(folders) > 1:
-        for i, folder in enumerate(folders):
-            if not folder.is_dir():
-                raise DataError(f"{key}[{i}]={folder} is not a folder: fix that entry of "
-                                f"the {key} list or remove it")
-    return folders
+    if len(entries) > 1 and (missing := missing_folders(
+            root, key, f"fix that entry of the {key} list or remove it")):
+        raise DataError(missing[0])
+    return [resolve_data_root(r) for r in entries]
+
+
+def missing_folders(root: str | Sequence[str], key: str, fix: str) -> list[str]:
+    """One problem line per entry of ``root`` (the setting ``key``) that is not an existing
+    folder, ending in ``fix``; ``synth:`` worlds are generated on demand, so never missing.
+    Reads only the file system (no dataset is loaded), so a config is checked cheaply."""
+    problems = []
+    for i, entry in enumerate(entries := data_roots(root)):
+        path = Path(entry)
+        if entry.startswith(SYNTH_PREFIX) or path.is_dir():
+            continue
+        name = key if len(entries) == 1 and isinstance(root, str | Path) else f"{key}[{i}]"
+        where = "" if path.is_absolute() else f" (from {Path.cwd()}: {path.absolute()})"
+        problems.append(f"{name}={entry} is not a folder{where}: {fix}")
+    return problems
 
 
 def load_run_dataset(cfg: Config, *, root: Any = None, layout: str | None = None,
