@@ -64,6 +64,14 @@ def test_the_adaptation_configs_build_the_model_the_source_recipe_trains() -> No
         assert {k: flat[k] for k in keys} == {k: source[k] for k in keys}, path.name
 
 
+def test_the_all_parts_camera_config_is_cap_with_the_three_switches() -> None:
+    cap = _flatten(to_container(load_config([CONFIGS / "cap_cuhk03_source.yaml"])))
+    every = _flatten(to_container(load_config([CONFIGS / "cap_all_cuhk03_source.yaml"])))
+    assert {k: every[k] for k in every if every[k] != cap[k]} == {
+        "cluster.jaccard": "camera_aware", "camera.associate": True,
+        "camera.standardize": True, "run.out_dir": "runs/cuhk03-cap_all-source"}
+
+
 # The values the configs resolved to before they inherited from configs/base/ (the keys that
 # decide what is trained; the whole resolved dicts were compared when restructuring).
 FORMER = {
