@@ -582,10 +582,8 @@ def _absent_source_roots(root: Any) -> list[str]:
         return []
     from unreid.data.roots import missing_folders  # the data package only when a run starts
 
-    return missing_folders(
-        root if isinstance(root, str) else [str(r) for r in root], "source.root",
-        "give the labelled source dataset's folder, or leave source.root unset to train on "
-        "the target alone")
+    return missing_folders(root, "source.root", "give the labelled source dataset's folder, "
+                           "or leave source.root unset to train on the target alone")
 
 
 def to_container(cfg: Config) -> dict[str, Any]:
