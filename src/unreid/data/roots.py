@@ -80,12 +80,13 @@ def missing_folders(root: str | Sequence[str], key: str, fix: str) -> list[str]:
     """One problem line per entry of ``root`` (the setting ``key``) that is not an existing
     folder, ending in ``fix``; ``synth:`` worlds are generated on demand, so never missing.
     Reads only the file system (no dataset is loaded), so a config is checked cheaply."""
+    single = isinstance(root, str | Path)  # named as the setting, a list entry by index
     problems = []
-    for i, entry in enumerate(entries := data_roots(root)):
+    for i, entry in enumerate(data_roots(root)):
         path = Path(entry)
         if entry.startswith(SYNTH_PREFIX) or path.is_dir():
             continue
-        name = key if len(entries) == 1 and isinstance(root, str | Path) else f"{key}[{i}]"
+        name = key if single else f"{key}[{i}]"
         where = "" if path.is_absolute() else f" (from {Path.cwd()}: {path.absolute()})"
         problems.append(f"{name}={entry} is not a folder{where}: {fix}")
     return problems
